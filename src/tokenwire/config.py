@@ -1,0 +1,205 @@
+"""One settings object, from a TOML file and ``TOKENWIRE_*`` environment variables.
+
+Precedence, highest first: keyword arguments, environment (``TOKENWIRE_SERVER__PORT=9000``;
+nested keys joined with ``__``), the TOML file, the defaults. The defaults need no file: the
+local Gemma model behind route ``default``, served on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    heartbeat_s: float = Field(default=15.0, gt=0, description="SSE comment interval")
+
+
+class LocalProviderSettings(_Section):
+    kind: Literal["local"] = "local"
+    model_path: str | None = Field(
+        default=None, description="a GGUF file; default: the packaged Gemma 3 270M"
+    )
+    model: str = "gemma-3-270m"
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int | None = Field(default=None, ge=1, description="default: all cores")
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    repeat_penalty: float = Field(default=1.15, ge=0.5, le=2)
+    max_waiting: int = Field(
+        default=64, ge=0, description="turns that may queue for the model before 503"
+    )
+    preload: bool = Field(default=True, description="load the model when the server starts")
+
+
+class OpenAIProviderSettings(_Section):
+    kind: Literal["openai"] = "openai"
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class AnthropicProviderSettings(_Section):
+    kind: Literal["anthropic"] = "anthropic"
+    base_url: str | None = None
+    model: str = "claude-3-5-haiku-latest"
+    api_key_env: str | None = "ANTHROPIC_API_KEY"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+
+
+class ScriptedProviderSettings(_Section):
+    kind: Literal["scripted"] = "scripted"
+    model: str = "scripted"
+
+
+ProviderSettings = Annotated[
+    LocalProviderSettings
+    | OpenAIProviderSettings
+    | AnthropicProviderSettings
+    | ScriptedProviderSettings,
+    Field(discriminator="kind"),
+]
+
+
+class RouteSettings(_Section):
+    providers: list[str] = Field(min_length=1, description="fallback chain, tried in order")
+    system_prompt: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class DeadlineSettings(_Section):
+    """Seconds; 0 disables a deadline."""
+
+    first_token_s: float = Field(default=30.0, ge=0)
+    idle_s: float = Field(default=15.0, ge=0)
+    total_s: float = Field(default=300.0, ge=0)
+
+
+class CoalesceSettings(_Section):
+    window_ms: float = Field(
+        default=15.0, ge=0, description="later deltas merge for this long; the first goes at once"
+    )
+    max_chars: int = Field(default=8192, ge=1, description="flush early past this many chars")
+
+
+class RetrySettings(_Section):
+    attempts_per_provider: int = Field(default=2, ge=1)
+    backoff_initial_s: float = Field(default=0.25, ge=0)
+    backoff_max_s: float = Field(default=4.0, ge=0)
+
+
+class LimitSettings(_Section):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_ws_frame_bytes: int = Field(default=1_048_576, ge=1024)
+    max_active_turns: int = Field(default=2000, ge=1)
+    max_messages: int = Field(default=500, ge=1)
+    default_max_tokens: int = Field(default=512, ge=1)
+    max_tokens: int = Field(default=32_768, ge=1)
+    max_stream_events: int = Field(
+        default=100_000, ge=100, description="events kept per stream log"
+    )
+    slow_client_lag_events: int = Field(
+        default=2_000,
+        ge=10,
+        description="a reader this many events behind a live turn is disconnected",
+    )
+    slow_client_send_timeout_s: float = Field(
+        default=30.0, gt=0, description="a send blocked this long disconnects the reader"
+    )
+    stream_retention_s: float = Field(
+        default=300.0, ge=0, description="finished streams stay readable this long"
+    )
+    hook_queue_size: int = Field(default=1000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything tokenwire reads from its configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENWIRE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=lambda: {"local": LocalProviderSettings()}
+    )
+    routes: dict[str, RouteSettings] = Field(
+        default_factory=lambda: {"default": RouteSettings(providers=["local"])}
+    )
+    default_route: str = "default"
+    scripted: bool = Field(
+        default=False,
+        description="add the scripted provider and route `scripted` (never on by default)",
+    )
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    coalesce: CoalesceSettings = Field(default_factory=CoalesceSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        if self.scripted:
+            self.providers.setdefault("scripted", ScriptedProviderSettings())
+            self.routes.setdefault("scripted", RouteSettings(providers=["scripted"]))
+        for route_name, route in self.routes.items():
+            for provider in route.providers:
+                if provider not in self.providers:
+                    raise ValueError(
+                        f"route {route_name!r} names provider {provider!r}, which is not configured"
+                    )
+        if self.default_route not in self.routes:
+            raise ValueError(f"default_route {self.default_route!r} is not a configured route")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _TOML_PATH.get("path")
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+# pydantic-settings reads the TOML path at class level; load_settings sets it for one call.
+_TOML_PATH: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (a TOML file; ``$TOKENWIRE_CONFIG`` when None), env and overrides."""
+    chosen = path if path is not None else os.environ.get("TOKENWIRE_CONFIG")
+    toml_path = Path(chosen) if chosen else None
+    if toml_path is not None and not toml_path.is_file():
+        raise FileNotFoundError(f"config file not found: {toml_path}")
+    _TOML_PATH["path"] = toml_path
+    try:
+        return Settings(**overrides)
+    finally:
+        _TOML_PATH["path"] = None

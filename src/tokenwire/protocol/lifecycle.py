@@ -1,0 +1,143 @@
+"""The turn state machine. Everything that affects a turn's lifecycle lives in this module.
+
+::
+
+    IDLE ──start──▶ ACCEPTED ──text.delta | tool.* | structured.partial/done──▶ STREAMING
+                       │  ▲ status, usage,                         │  ▲ status, usage, deltas,
+                       │  └ structured.error                       │  └ tool.*, structured.*
+                       │                                           │
+                       ├──text.done──▶ TEXT_DONE ◀──text.done──────┘
+                       │                  │ status, usage, structured.*
+                       ├──done | error──▶ CLOSED ◀──done──┘ (and STREAMING ──done──▶ CLOSED)
+
+``error`` is only possible from ACCEPTED: once anything visible was delivered (STREAMING) or the
+text was declared finished (TEXT_DONE), a turn can only end with ``done`` (partial when it was
+cut short). Nothing is accepted after CLOSED. The machine stamps ``stream_id`` and ``seq`` (1, 2,
+3, ... with no gaps) on every event it accepts; a forbidden event raises
+:class:`LocalProtocolError` and changes nothing, so a bug cannot corrupt a stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+
+from .errors import LocalProtocolError
+from .events import Event, TextDelta, TextDone
+
+
+class TurnState(Enum):
+    IDLE = "idle"
+    ACCEPTED = "accepted"
+    STREAMING = "streaming"
+    TEXT_DONE = "text_done"
+    CLOSED = "closed"
+
+
+_S = TurnState
+_CONTENT = {
+    "text.delta": _S.STREAMING,
+    "tool.call": _S.STREAMING,
+    "tool.result": _S.STREAMING,
+    "structured.partial": _S.STREAMING,
+    "structured.done": _S.STREAMING,
+}
+
+# The one table: (state, event type) → next state. Anything not listed is forbidden.
+_TRANSITIONS: dict[TurnState, dict[str, TurnState]] = {
+    _S.IDLE: {"start": _S.ACCEPTED},
+    _S.ACCEPTED: {
+        "status": _S.ACCEPTED,
+        "usage": _S.ACCEPTED,
+        "structured.error": _S.ACCEPTED,
+        **_CONTENT,
+        "text.done": _S.TEXT_DONE,
+        "done": _S.CLOSED,
+        "error": _S.CLOSED,
+    },
+    _S.STREAMING: {
+        "status": _S.STREAMING,
+        "usage": _S.STREAMING,
+        "structured.error": _S.STREAMING,
+        **_CONTENT,
+        "text.done": _S.TEXT_DONE,
+        "done": _S.CLOSED,
+    },
+    _S.TEXT_DONE: {
+        "status": _S.TEXT_DONE,
+        "usage": _S.TEXT_DONE,
+        "structured.partial": _S.TEXT_DONE,
+        "structured.done": _S.TEXT_DONE,
+        "structured.error": _S.TEXT_DONE,
+        "done": _S.CLOSED,
+    },
+    _S.CLOSED: {},
+}
+
+
+class TurnLifecycle:
+    """Guards one stream's event sequence and numbers its events.
+
+    Call :meth:`send` with a draft event; it returns the stamped event to publish, or raises
+    :class:`LocalProtocolError` if the turn's state forbids it.
+    """
+
+    __slots__ = ("_deltas", "_seq", "_state", "_visible", "stream_id")
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self._state = TurnState.IDLE
+        self._seq = 0
+        self._deltas: list[str] = []
+        self._visible = False
+
+    @property
+    def state(self) -> TurnState:
+        return self._state
+
+    @property
+    def seq(self) -> int:
+        """The ``seq`` of the last event accepted (0 before ``start``)."""
+        return self._seq
+
+    @property
+    def visible(self) -> bool:
+        """True once content reached the stream: from then on the turn cannot be retried."""
+        return self._visible
+
+    @property
+    def closed(self) -> bool:
+        """True once the terminal event was accepted."""
+        return self._state is TurnState.CLOSED
+
+    @property
+    def streamed_text(self) -> str:
+        """The concatenation of every ``text.delta`` accepted so far."""
+        if len(self._deltas) > 1:
+            self._deltas = ["".join(self._deltas)]
+        return self._deltas[0] if self._deltas else ""
+
+    def can_send(self, event_type: str) -> bool:
+        return event_type in _TRANSITIONS[self._state]
+
+    def send(self, draft: Event) -> Event:
+        """Accept a draft event: check the transition, stamp ``stream_id`` and the next ``seq``."""
+        next_state = _TRANSITIONS[self._state].get(draft.type)
+        if next_state is None:
+            raise LocalProtocolError(
+                f"stream {self.stream_id}: {draft.type!r} is not allowed in state "
+                f"{self._state.value}"
+            )
+        if draft.stream_id and draft.stream_id != self.stream_id:
+            raise LocalProtocolError(f"event for stream {draft.stream_id} sent to {self.stream_id}")
+        if isinstance(draft, TextDelta):
+            if not draft.delta:
+                raise LocalProtocolError("an empty text.delta carries nothing")
+            self._deltas.append(draft.delta)
+        elif isinstance(draft, TextDone) and draft.text != self.streamed_text:
+            raise LocalProtocolError("text.done must carry exactly the text the deltas carried")
+        if draft.type in _CONTENT:
+            self._visible = True
+        self._seq += 1
+        self._state = next_state
+        return dataclasses.replace(draft, stream_id=self.stream_id, seq=self._seq)

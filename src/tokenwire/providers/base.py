@@ -1,0 +1,141 @@
+"""The provider interface: what every upstream adapter yields, and how it fails.
+
+A provider turns one :class:`GenerationRequest` into an async iterator of chunks. The contract
+every adapter keeps, and the engine relies on:
+
+- :class:`Begin` first, once the upstream accepted the request (HTTP headers in, the local model
+  acquired); time before it is queueing.
+- then :class:`TextChunk`, :class:`ToolCallChunk` and :class:`UsageChunk` in upstream order;
+- :class:`Finish` last, and *only* when the upstream's own end marker arrived (OpenAI's
+  ``[DONE]``, Anthropic's ``message_stop``, the local model's normal return). An iterator that
+  ends without :class:`Finish` was truncated, and the engine says so (``upstream_truncated``).
+- failures raise :class:`ProviderError` (foreign exceptions are translated at the adapter's
+  edge), with ``retryable`` saying whether the same request may succeed if sent again;
+- closing the iterator early (``aclose()``, or cancelling the task iterating it) aborts the
+  upstream: the HTTP connection is closed, the local model stops within one token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationRequest:
+    """What a provider is asked to generate."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    script: Mapping[str, Any] | None = None
+    """Only for the scripted provider: tokens, delays and faults (see ``scripted.Script``)."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    """1 for the first try of this provider in a turn, 2 for its first retry, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """The upstream accepted the request and generation starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallChunk:
+    """A piece of a tool call; pieces with the same ``index`` belong to one call."""
+
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments_delta: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChunk:
+    input_tokens: int
+    output_tokens: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The upstream's end marker arrived; ``reason`` is why the model stopped."""
+
+    reason: FinishReason = "stop"
+
+
+ProviderChunk = Begin | TextChunk | ToolCallChunk | UsageChunk | Finish
+
+
+class ProviderError(Exception):
+    """An upstream failure, translated at the adapter's edge.
+
+    ``retryable``: the same request may succeed if sent again (429, 5xx, connection refused,
+    a stream error the vendor marks transient). ``status`` is the upstream HTTP status if any.
+    ``code`` is a short machine word (``rate_limited``, ``server_error``, ``bad_request``,
+    ``auth``, ``connect``, ``stream_error``, ``model``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        code: str = "upstream_error",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    reachable: bool
+    detail: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An upstream adapter. ``name`` is its key in the config; ``model`` what it runs."""
+
+    name: str
+    kind: str
+    model: str
+
+    async def start(self) -> None:
+        """Get ready (load a model, open a pool). Called once at startup; stream() works without
+        it, paying the cost on first use instead."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        """Generate; see the module docstring for the contract."""
+        ...
+
+    async def check(self) -> ProviderHealth:
+        """Whether the upstream is reachable now (cheap; used by ``tokenwire providers``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled connections, threads and models."""
+        ...

@@ -1,0 +1,170 @@
+"""The scripted provider: deterministic streams with faults on demand.
+
+Front-end developers build against it (same tokens, same timing, every time) and the test suite
+uses it to produce failures that real upstreams produce only by accident. A request carries its
+script::
+
+    {"tokens": ["Hel", "lo"], "delay_ms": 20,
+     "fault": {"kind": "fail", "at": 3, "times": 1, "retryable": true}}
+
+Fault kinds, applied when the stream reaches token index ``at`` (0 = before the first token):
+
+- ``fail``: raise :class:`ProviderError` (``retryable`` as given). ``times`` limits the fault to
+  the first N attempts, so a retry can then succeed.
+- ``hang``: stop producing anything until the consumer gives up (deadline or cancel).
+- ``truncate``: end the stream without its end marker.
+
+Tokens may contain anything, newlines and SSE-looking lines included: they are data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .base import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    ProviderChunk,
+    ProviderError,
+    ProviderHealth,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
+
+DEFAULT_TOKENS = ("Hello", " from", " the", " scripted", " provider", ".")
+
+
+class Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["fail", "hang", "truncate"]
+    at: int = Field(default=0, ge=0, description="token index the fault fires at (0 = first)")
+    times: int | None = Field(
+        default=None, ge=1, description="fire on the first N attempts only (default: every one)"
+    )
+    retryable: bool = True
+    message: str = "scripted failure"
+    status: int | None = None
+
+
+class ScriptedToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    arguments: list[str] = Field(description="argument JSON, split into the pieces to stream")
+    call_id: str | None = None
+
+
+class Script(BaseModel):
+    """What the scripted provider streams for one request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_TOKENS), max_length=100_000)
+    delay_ms: float = Field(default=0, ge=0, le=60_000, description="pause before each token")
+    first_delay_ms: float | None = Field(
+        default=None, ge=0, le=600_000, description="pause before the first token (default: delay_ms)"
+    )
+    finish: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
+    usage: bool = True
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=list, max_length=32)
+    fault: Fault | None = None
+
+
+def parse_script(raw: Mapping[str, Any] | None) -> Script:
+    """Validate a request's script; raises ``ValueError`` with a readable message."""
+    if raw is None:
+        return Script()
+    try:
+        return Script.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"invalid script: {exc.errors(include_url=False)}") from exc
+
+
+class ScriptedProvider:
+    """Streams :class:`Script` tokens. Counts the streams it started, finished and saw aborted,
+    so tests can assert that a cancel or a deadline really stopped the upstream."""
+
+    kind = "scripted"
+
+    def __init__(self, name: str = "scripted", model: str = "scripted") -> None:
+        self.name = name
+        self.model = model
+        self.started = 0
+        self.finished = 0
+        self.aborted = 0
+        self._abort_waiters: list[asyncio.Event] = []
+
+    async def wait_aborted(self, count: int = 1) -> None:
+        """Wait until at least ``count`` streams were aborted by their consumer."""
+        while self.aborted < count:
+            event = asyncio.Event()
+            self._abort_waiters.append(event)
+            await event.wait()
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        script = parse_script(request.script)
+        return self._run(script, request.attempt, len(request.messages))
+
+    async def _run(self, script: Script, attempt: int, n_messages: int) -> AsyncIterator[ProviderChunk]:
+        self.started += 1
+        fault = script.fault
+        if fault is not None and fault.times is not None and attempt > fault.times:
+            fault = None
+        try:
+            yield Begin()
+            for index, token in enumerate(script.tokens):
+                if fault is not None and fault.at == index:
+                    await self._fire(fault)
+                    return
+                delay = script.delay_ms
+                if index == 0 and script.first_delay_ms is not None:
+                    delay = script.first_delay_ms
+                if delay:
+                    await asyncio.sleep(delay / 1000)
+                yield TextChunk(token)
+            if fault is not None and fault.at >= len(script.tokens):
+                await self._fire(fault)
+                return
+            for position, call in enumerate(script.tool_calls):
+                call_id = call.call_id or f"call_{position}"
+                yield ToolCallChunk(index=position, call_id=call_id, name=call.name)
+                for piece in call.arguments:
+                    yield ToolCallChunk(index=position, arguments_delta=piece)
+            if script.usage:
+                yield UsageChunk(input_tokens=n_messages, output_tokens=len(script.tokens))
+            yield Finish(script.finish)
+            self.finished += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            self._note_abort()
+            raise
+
+    async def _fire(self, fault: Fault) -> None:
+        if fault.kind == "fail":
+            raise ProviderError(
+                fault.message, retryable=fault.retryable, code="scripted", status=fault.status
+            )
+        if fault.kind == "hang":
+            await asyncio.Event().wait()
+        # "truncate": return without Finish.
+
+    def _note_abort(self) -> None:
+        self.aborted += 1
+        waiters, self._abort_waiters = self._abort_waiters, []
+        for waiter in waiters:
+            waiter.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def check(self) -> ProviderHealth:
+        return ProviderHealth(True, "built in")
+
+    async def aclose(self) -> None:
+        return None
