@@ -1,0 +1,101 @@
+"""The in-memory event log: the embedded default.
+
+Bounded twice: each stream keeps at most ``max_events`` events (older ones are trimmed, and a
+cursor older than the oldest held gets :class:`ResumeUnavailable`, never a silent jump), and a
+finished stream is dropped ``retention_s`` after its terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from ..protocol import Event, is_terminal
+from .log import ResumeUnavailable, UnknownStream
+
+
+class _Stream:
+    __slots__ = ("events", "first_seq", "head", "terminal", "waiter")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.first_seq = 1
+        self.head = 0
+        self.terminal: Event | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def changed(self) -> None:
+        if self.waiter is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+        # shield: one reader giving up (cancelled) must not cancel the others' wait.
+        await asyncio.shield(self.waiter)
+
+
+class MemoryEventLog:
+    """Event logs of every live or recently finished stream of this process."""
+
+    def __init__(self, *, max_events: int = 100_000, retention_s: float = 300.0) -> None:
+        self._max_events = max_events
+        self._retention_s = retention_s
+        self._streams: dict[str, _Stream] = {}
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._streams
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def open(self, stream_id: str) -> None:
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id} already exists")
+        self._streams[stream_id] = _Stream()
+
+    def append(self, stream_id: str, event: Event) -> None:
+        stream = self._get(stream_id)
+        stream.events.append(event)
+        stream.head = event.seq
+        if len(stream.events) > self._max_events + self._max_events // 4:
+            # Trim in steps, not per append, so the cost stays amortised O(1).
+            drop = len(stream.events) - self._max_events
+            del stream.events[:drop]
+            stream.first_seq += drop
+        if is_terminal(event):
+            stream.terminal = event
+            asyncio.get_running_loop().call_later(self._retention_s, self._expire, stream_id)
+        stream.wake()
+
+    def terminal(self, stream_id: str) -> Event | None:
+        return self._get(stream_id).terminal
+
+    def head(self, stream_id: str) -> int:
+        return self._get(stream_id).head
+
+    async def follow(self, stream_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+        stream = self._get(stream_id)
+        cursor = after_seq
+        while True:
+            if cursor < stream.first_seq - 1:
+                raise ResumeUnavailable(stream_id, cursor, stream.first_seq)
+            if cursor < stream.head:
+                start = cursor - stream.first_seq + 1
+                batch = stream.events[start:]
+                cursor = stream.head
+                yield batch
+                continue
+            if stream.terminal is not None:
+                return
+            await stream.changed()
+
+    def _get(self, stream_id: str) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise UnknownStream(stream_id) from None
+
+    def _expire(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)

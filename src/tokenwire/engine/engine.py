@@ -1,0 +1,329 @@
+"""The engine: accepts turns, runs them, and lets anyone read, follow or stop them.
+
+Library use, no HTTP involved::
+
+    async with Engine(load_settings()) as engine:
+        async with contextlib.aclosing(engine.run({"prompt": "Hi"})) as events:
+            async for event in events:
+                ...
+
+:meth:`Engine.submit` starts a turn and returns a :class:`TurnHandle` at once; the turn runs in
+its own task and writes its events to the event log, where any number of readers follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..bus import EventLog, MemoryEventLog, UnknownStream
+from ..config import LocalProviderSettings, Settings
+from ..protocol import Done, Error, Event, Reason, event_to_dict
+from ..providers import GenerationRequest, Message, Provider
+from ..providers.registry import build_provider
+from ..providers.scripted import ScriptedProvider, parse_script
+from .hooks import Hooks
+from .metrics import EngineMetrics
+from .request import Overloaded, RequestError, TurnRequest
+from .turn import Turn, TurnPlan
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveTurn:
+    """A turn in flight, as ``GET /v1/streams?state=active`` lists it."""
+
+    stream_id: str
+    route: str
+    model: str | None
+    age_s: float
+    tokens: int
+    last_seq: int
+
+
+class TurnHandle:
+    """A started turn: its id, its events (replayable from any seq) and its stop button."""
+
+    def __init__(self, turn: Turn, log: EventLog) -> None:
+        self._turn = turn
+        self._log = log
+        self.stream_id = turn.stream_id
+        self.route = turn.plan.route
+
+    @property
+    def done(self) -> bool:
+        return self._turn.done
+
+    @property
+    def terminal(self) -> Done | Error | None:
+        return self._turn.terminal
+
+    def batches(self, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+        """The stream's events after ``after_seq``, replayed then live, in batches."""
+        return self._log.follow(self.stream_id, after_seq)
+
+    async def events(self, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The stream's events after ``after_seq``, one by one, through the terminal event."""
+        async for batch in self._log.follow(self.stream_id, after_seq):
+            for event in batch:
+                yield event
+
+    def cancel(self, reason: Reason = Reason.CANCELLED) -> bool:
+        """Stop the turn (the upstream is aborted). False if it had already ended."""
+        return self._turn.stop(reason)
+
+    async def wait(self) -> Done | Error:
+        """Wait for the turn to end and return its terminal event."""
+        task = self._turn.task
+        if task is not None:
+            await asyncio.shield(task)
+        terminal = self._turn.terminal
+        assert terminal is not None, "a finished turn always has its terminal event"
+        return terminal
+
+
+class Engine:
+    """Runs turns on the configured providers. Use ``async with`` (or ``open``/``aclose``)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        log: EventLog | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        limits = self.settings.limits
+        configured = {
+            name: build_provider(name, cfg)
+            for name, cfg in self.settings.providers.items()
+            if providers is None or name not in providers
+        }
+        self.providers: dict[str, Provider] = {**configured, **(providers or {})}
+        self.log: EventLog = log or MemoryEventLog(
+            max_events=limits.max_stream_events, retention_s=limits.stream_retention_s
+        )
+        self.metrics = EngineMetrics()
+        self.hooks = Hooks(
+            queue_size=limits.hook_queue_size, on_drop=lambda _sub: self.metrics.hook_drops.inc()
+        )
+        self._turns: dict[str, Turn] = {}
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Get providers ready (load the local model unless ``preload = false``)."""
+        for name, provider in self.providers.items():
+            cfg = self.settings.providers.get(name)
+            if isinstance(cfg, LocalProviderSettings) and not cfg.preload:
+                continue
+            await provider.start()
+
+    async def aclose(self) -> None:
+        """Stop every turn in flight (reason ``shutdown``), wait for their terminal events, then
+        release the providers."""
+        self._closing = True
+        turns = list(self._turns.values())
+        for turn in turns:
+            turn.stop(Reason.SHUTDOWN)
+        tasks = [t.task for t in turns if t.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.hooks.close()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- turns -----------------------------------------------------------------------------
+
+    def submit(self, request: TurnRequest | Mapping[str, Any]) -> TurnHandle:
+        """Validate the request and start its turn. Raises :class:`RequestError` (the
+        client's fault) or :class:`Overloaded` (try again later)."""
+        if not isinstance(request, TurnRequest):
+            try:
+                request = TurnRequest.model_validate(request)
+            except ValidationError as exc:
+                raise RequestError("invalid_request", _validation_message(exc)) from None
+        if self._closing:
+            raise Overloaded("the server is shutting down", retry_after_s=5)
+        if len(self._turns) >= self.settings.limits.max_active_turns:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise Overloaded(f"{len(self._turns)} turns in flight; the limit is reached")
+        plan = self._plan(request)
+        turn = Turn(plan, log=self.log, hooks=self.hooks, metrics=self.metrics)
+        self.log.open(plan.stream_id)
+        self._turns[plan.stream_id] = turn
+        self.metrics.active_streams.inc()
+        turn.task = asyncio.get_running_loop().create_task(
+            self._drive(turn), name=f"tokenwire-turn-{plan.stream_id}"
+        )
+        return TurnHandle(turn, self.log)
+
+    async def run(self, request: TurnRequest | Mapping[str, Any]) -> AsyncIterator[Event]:
+        """Start a turn and yield its events through the terminal one. Leaving the loop early
+        (``break``, an exception, closing the generator) stops the turn (``client_gone``)."""
+        handle = self.submit(request)
+        try:
+            async for event in handle.events():
+                yield event
+        finally:
+            handle.cancel(Reason.CLIENT_GONE)
+
+    def handle(self, stream_id: str) -> TurnHandle:
+        """The handle of a turn in flight. Raises :class:`UnknownStream`."""
+        turn = self._turns.get(stream_id)
+        if turn is None:
+            raise UnknownStream(stream_id)
+        return TurnHandle(turn, self.log)
+
+    def cancel(self, stream_id: str, reason: Reason = Reason.CANCELLED) -> bool:
+        """Stop a turn in flight. False when it has already ended; :class:`UnknownStream` when
+        no such stream is held."""
+        turn = self._turns.get(stream_id)
+        if turn is None:
+            self.log.head(stream_id)  # raises UnknownStream for an id never seen or expired
+            return False
+        return turn.stop(reason)
+
+    def active(self) -> list[ActiveTurn]:
+        """Turns in flight, oldest first."""
+        return [
+            ActiveTurn(
+                stream_id=t.stream_id,
+                route=t.plan.route,
+                model=t.model,
+                age_s=round(t.age_s, 3),
+                tokens=t.tokens,
+                last_seq=t.lifecycle.seq,
+            )
+            for t in self._turns.values()
+        ]
+
+    def status(self, stream_id: str) -> dict[str, Any]:
+        """What ``GET /v1/streams/{id}`` returns. Raises :class:`UnknownStream`."""
+        turn = self._turns.get(stream_id)
+        if turn is not None:
+            return {
+                "stream_id": stream_id,
+                "state": "active",
+                "route": turn.plan.route,
+                "model": turn.model,
+                "created_at": turn.created_at,
+                "age_s": round(turn.age_s, 3),
+                "tokens": turn.tokens,
+                "last_seq": turn.lifecycle.seq,
+            }
+        terminal = self.log.terminal(stream_id)
+        if terminal is None:
+            raise UnknownStream(stream_id)
+        if isinstance(terminal, Error):
+            state = "failed"
+        else:
+            state = "incomplete" if terminal.partial else "completed"
+        return {
+            "stream_id": stream_id,
+            "state": state,
+            "last_seq": terminal.seq,
+            "terminal": event_to_dict(terminal),
+        }
+
+    async def _drive(self, turn: Turn) -> None:
+        try:
+            await turn.run()
+        finally:
+            self._turns.pop(turn.stream_id, None)
+            self.metrics.active_streams.dec()
+
+    def _plan(self, request: TurnRequest) -> TurnPlan:
+        settings = self.settings
+        route_name = request.route or settings.default_route
+        route = settings.routes.get(route_name)
+        if route is None:
+            self.metrics.rejected.labels("unknown_route").inc()
+            raise RequestError(
+                "unknown_route",
+                f"unknown route {route_name!r}; configured: {', '.join(sorted(settings.routes))}",
+            )
+        chain = tuple(self.providers[name] for name in route.providers)
+        if request.script is not None:
+            if not all(isinstance(p, ScriptedProvider) for p in chain):
+                raise RequestError(
+                    "invalid_request", "`script` is only accepted on a scripted route"
+                )
+            try:
+                parse_script(request.script)
+            except ValueError as exc:
+                raise RequestError("invalid_request", str(exc)) from None
+        limits = settings.limits
+        max_tokens = request.max_tokens or route.max_tokens or limits.default_max_tokens
+        if max_tokens > limits.max_tokens:
+            raise RequestError(
+                "invalid_request", f"max_tokens {max_tokens} is above the limit {limits.max_tokens}"
+            )
+        chat = request.chat()
+        if len(chat) > limits.max_messages:
+            raise RequestError(
+                "invalid_request", f"{len(chat)} messages; the limit is {limits.max_messages}"
+            )
+        messages = [Message(m.role, m.content) for m in chat]
+        if route.system_prompt:
+            messages.insert(0, Message("system", route.system_prompt))
+        deadlines = settings.deadlines
+        asked = request.deadlines
+        return TurnPlan(
+            stream_id="tw_" + uuid.uuid4().hex,
+            route=route_name,
+            providers=chain,
+            generation=GenerationRequest(
+                messages=tuple(messages),
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                stop=tuple(request.stop or ()),
+                script=request.script,
+                metadata=request.metadata,
+            ),
+            conversation_id=request.conversation_id,
+            first_token_s=_deadline(deadlines.first_token_s, asked and asked.first_token_s),
+            idle_s=_deadline(deadlines.idle_s, asked and asked.idle_s),
+            total_s=_deadline(deadlines.total_s, asked and asked.total_s),
+            coalesce_window_s=settings.coalesce.window_ms / 1000,
+            coalesce_max_chars=settings.coalesce.max_chars,
+            attempts_per_provider=settings.retry.attempts_per_provider,
+            backoff_initial_s=settings.retry.backoff_initial_s,
+            backoff_max_s=settings.retry.backoff_max_s,
+        )
+
+
+def _deadline(configured: float, asked: float | None) -> float:
+    """Seconds; 0 in the config disables a deadline; a request may only tighten it."""
+    limit = configured if configured > 0 else math.inf
+    return min(limit, asked) if asked else limit
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+

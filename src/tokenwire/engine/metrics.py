@@ -1,0 +1,63 @@
+"""Prometheus metrics of one engine (its own registry, so several engines can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.active_streams = Gauge(
+            "tokenwire_active_streams", "Turns in flight.", registry=self.registry
+        )
+        self.ttft = Histogram(
+            "tokenwire_time_to_first_token_seconds",
+            "From accepting a turn to its first visible delta.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "tokenwire_turn_duration_seconds",
+            "From accepting a turn to its terminal event.",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.terminals = Counter(
+            "tokenwire_turns_total",
+            "Turns ended, by terminal event type and reason (cancellations included).",
+            ["type", "reason"],
+            registry=self.registry,
+        )
+        self.output_tokens = Counter(
+            "tokenwire_output_tokens_total", "Tokens generated.", registry=self.registry
+        )
+        self.provider_attempts = Counter(
+            "tokenwire_provider_attempts_total",
+            "Upstream attempts, by provider and outcome.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.hook_drops = Counter(
+            "tokenwire_hook_drops_total",
+            "Events dropped for a hook subscriber whose queue was full.",
+            registry=self.registry,
+        )
+        self.slow_client_disconnects = Counter(
+            "tokenwire_slow_client_disconnects_total",
+            "Readers disconnected for falling too far behind.",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "tokenwire_requests_rejected_total",
+            "Requests refused before a turn started, by error code.",
+            ["code"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

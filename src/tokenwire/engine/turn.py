@@ -1,0 +1,470 @@
+"""One running turn: start → generate (retries, fallback, deadlines) → post-process → terminal.
+
+The turn is the only writer of its stream. Every event goes through its
+:class:`~tokenwire.protocol.TurnLifecycle` (which numbers it and refuses anything illegal), then
+into the event log, then to the hooks. Whatever happens (an upstream failure, a deadline, a
+cancel, a bug) :meth:`Turn.run` ends by appending exactly one terminal event.
+
+Cancellation is task cancellation: :meth:`Turn.stop` records why and cancels the turn's task;
+the ``CancelledError`` lands in the provider's await, whose cleanup closes the upstream
+connection or stops the model thread. Deadlines use the same path through ``asyncio.timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+from ..bus import EventLog
+from ..protocol import (
+    Done,
+    Error,
+    Event,
+    LocalProtocolError,
+    Phase,
+    Reason,
+    Start,
+    Status,
+    TextDelta,
+    TextDone,
+    ToolCall,
+    TurnLifecycle,
+    Usage,
+)
+from ..providers import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    Provider,
+    ProviderError,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
+from .coalesce import Coalescer
+from .hooks import Hooks
+from .metrics import EngineMetrics
+from .postprocess import canonical_answer
+
+logger = logging.getLogger("tokenwire.turn")
+
+_FINISH_REASONS = {
+    "stop": Reason.STOP,
+    "tool_calls": Reason.STOP,
+    "length": Reason.LENGTH,
+    "content_filter": Reason.CONTENT_FILTER,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """Everything a turn needs, resolved from the request and the settings before it starts."""
+
+    stream_id: str
+    route: str
+    providers: tuple[Provider, ...]
+    generation: GenerationRequest
+    conversation_id: str | None = None
+    first_token_s: float = math.inf
+    idle_s: float = math.inf
+    total_s: float = math.inf
+    coalesce_window_s: float = 0.015
+    coalesce_max_chars: int = 8192
+    attempts_per_provider: int = 2
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 4.0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    reason: Reason
+    message: str = ""
+    retryable: bool = False
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class _ToolCallParts:
+    call_id: str | None = None
+    name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+
+class Turn:
+    """Drives one turn. Create it, then run :meth:`run` as a task; :meth:`stop` ends it early."""
+
+    def __init__(
+        self, plan: TurnPlan, *, log: EventLog, hooks: Hooks, metrics: EngineMetrics
+    ) -> None:
+        self.plan = plan
+        self.stream_id = plan.stream_id
+        self.lifecycle = TurnLifecycle(plan.stream_id)
+        self.created_at = time.time()
+        self.tokens = 0
+        self.attempts = 0
+        self.model: str | None = plan.providers[0].model if plan.providers else None
+        self.terminal: Done | Error | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._log = log
+        self._hooks = hooks
+        self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self._begin_at: float | None = None
+        self._first_at: float | None = None
+        self._last_content_at = 0.0
+        self._stream_end_at: float | None = None
+        self._armed_reason = Reason.TIMEOUT_TOTAL
+        self._stop_reason: Reason | None = None
+        self._usage: UsageChunk | None = None
+        self._tool_calls: dict[int, _ToolCallParts] = {}
+        self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._first_token_at = self._t0 + plan.first_token_s
+        self._total_at = self._t0 + plan.total_s
+
+    # -- control ---------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.terminal is not None
+
+    @property
+    def age_s(self) -> float:
+        return self._loop.time() - self._t0
+
+    def stop(self, reason: Reason) -> bool:
+        """End the turn early (cancel, client gone, shutdown). False if it already ended."""
+        if self.terminal is not None or self.task is None or self.task.done():
+            return False
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self.task.cancel()
+        return True
+
+    # -- the turn --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run to the end. Never raises (a bug is logged and ends the turn honestly)."""
+        outcome: _Outcome
+        try:
+            self._emit(
+                Start(
+                    conversation_id=self.plan.conversation_id,
+                    model=self.model or "",
+                    route=self.plan.route,
+                    created_at=self.created_at,
+                )
+            )
+            self._emit(Status(phase=Phase.QUEUED))
+            outcome = await self._generate()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome = _Outcome(self._stop_reason or Reason.SHUTDOWN, "stopped")
+        except Exception as exc:
+            logger.exception("turn %s failed inside tokenwire", self.stream_id)
+            outcome = _Outcome(Reason.UPSTREAM_ERROR, f"internal error: {type(exc).__name__}")
+        self._finish(outcome)
+
+    async def _generate(self) -> _Outcome:
+        plan = self.plan
+        last: _Outcome | None = None
+        for provider in plan.providers:
+            for try_no in range(1, plan.attempts_per_provider + 1):
+                if try_no > 1:
+                    waited = await self._backoff(try_no, last)
+                    if waited is not None:
+                        return waited
+                self.attempts += 1
+                outcome = await self._attempt(provider, try_no)
+                self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
+                if self.lifecycle.visible or outcome.reason not in (
+                    Reason.UPSTREAM_ERROR,
+                    Reason.UPSTREAM_TRUNCATED,
+                ):
+                    return outcome
+                last = outcome
+                if not outcome.retryable:
+                    break
+        assert last is not None, "a route has at least one provider"
+        return last
+
+    async def _backoff(self, try_no: int, last: _Outcome | None) -> _Outcome | None:
+        """Sleep before a retry, with jitter; a deadline passing meanwhile ends the turn."""
+        plan = self.plan
+        delay = min(plan.backoff_max_s, plan.backoff_initial_s * 2 ** (try_no - 2))
+        delay *= 0.5 + random.random() / 2
+        until = min(self._first_token_at, self._total_at)
+        if self._loop.time() + delay >= until:
+            reason = (
+                Reason.TIMEOUT_FIRST_TOKEN
+                if self._first_token_at <= self._total_at
+                else Reason.TIMEOUT_TOTAL
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until if math.isfinite(until) else None):
+                    await asyncio.sleep(delay)
+            message = f"deadline passed while retrying: {last.message if last else ''}"
+            return _Outcome(reason, message, retryable=True)
+        await asyncio.sleep(delay)
+        return None
+
+    async def _attempt(self, provider: Provider, try_no: int) -> _Outcome:
+        request = dataclasses.replace(self.plan.generation, attempt=try_no)
+        finish: Finish | None = None
+        stream = provider.stream(request)
+        timer = asyncio.timeout(None)
+        try:
+            async with timer:
+                self._arm(timer)
+                async for chunk in stream:
+                    now = self._loop.time()
+                    if type(chunk) is TextChunk:
+                        self.tokens += 1
+                        self._last_content_at = now
+                        self._text(chunk.text, now)
+                        self._arm(timer)
+                    elif type(chunk) is Begin:
+                        if self._begin_at is None:
+                            self._begin_at = now
+                            self._emit(Status(phase=Phase.GENERATING))
+                    elif type(chunk) is ToolCallChunk:
+                        self._last_content_at = now
+                        self._tool_call(chunk)
+                        self._arm(timer)
+                    elif type(chunk) is UsageChunk:
+                        self._usage = chunk
+                    elif type(chunk) is Finish:
+                        finish = chunk
+                        break
+        except TimeoutError as exc:
+            if timer.expired():
+                return _Outcome(self._armed_reason, _DEADLINE_MESSAGES[self._armed_reason], True)
+            return _Outcome(Reason.UPSTREAM_ERROR, f"upstream timed out: {exc}", True)
+        except ProviderError as exc:
+            return _Outcome(Reason.UPSTREAM_ERROR, exc.message, exc.retryable, provider.model)
+        except (LocalProtocolError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            logger.exception("provider %s raised outside its contract", provider.name)
+            return _Outcome(Reason.UPSTREAM_ERROR, f"provider error: {type(exc).__name__}")
+        finally:
+            self._stream_end_at = self._loop.time()
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        self.model = provider.model
+        if finish is None:
+            return _Outcome(
+                Reason.UPSTREAM_TRUNCATED,
+                "the upstream stream ended without its end marker",
+                retryable=True,
+                model=provider.model,
+            )
+        return _Outcome(_FINISH_REASONS[finish.reason], model=provider.model)
+
+    def _arm(self, timer: asyncio.Timeout) -> None:
+        if self._first_at is None and not self._tool_calls:
+            at, reason = self._first_token_at, Reason.TIMEOUT_FIRST_TOKEN
+        else:
+            at, reason = self._last_content_at + self.plan.idle_s, Reason.TIMEOUT_IDLE
+        if self._total_at <= at:
+            at, reason = self._total_at, Reason.TIMEOUT_TOTAL
+        self._armed_reason = reason
+        timer.reschedule(at if math.isfinite(at) else None)
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _emit(self, draft: Event) -> Event:
+        event = self.lifecycle.send(draft)
+        self._log.append(self.stream_id, event)
+        self._hooks.offer(event)
+        return event
+
+    def _text(self, text: str, now: float) -> None:
+        if not text:
+            return
+        out = self._coalescer.push(text, now)
+        if out is not None:
+            self._delta(out, now)
+        elif self._flush_handle is None:
+            due = self._coalescer.due_at
+            if due is not None:
+                self._flush_handle = self._loop.call_at(due, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_handle = None
+        if self.lifecycle.closed:
+            return
+        now = self._loop.time()
+        out = self._coalescer.flush(now)
+        if out is not None:
+            self._delta(out, now)
+
+    def _delta(self, text: str, now: float) -> None:
+        if self._first_at is None:
+            self._first_at = now
+            self._metrics.ttft.observe(now - self._t0)
+        self._emit(TextDelta(delta=text))
+
+    def _tool_call(self, chunk: ToolCallChunk) -> None:
+        parts = self._tool_calls.setdefault(chunk.index, _ToolCallParts())
+        if chunk.call_id:
+            parts.call_id = chunk.call_id
+        if chunk.name:
+            parts.name = (parts.name or "") + chunk.name
+        if chunk.arguments_delta:
+            parts.arguments.append(chunk.arguments_delta)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _finish(self, outcome: _Outcome) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        try:
+            self._emit_ending(outcome)
+        except Exception:
+            logger.exception("turn %s: could not emit its ending; closing it minimally", self.stream_id)
+            self._emit_minimal_terminal(outcome)
+        self._metrics.duration.observe(self._loop.time() - self._t0)
+        self._metrics.output_tokens.inc(self.tokens)
+        terminal = self.terminal
+        if terminal is not None:
+            reason = terminal.reason.value if isinstance(terminal, Done) else terminal.code
+            self._metrics.terminals.labels(terminal.type, reason).inc()
+
+    def _emit_ending(self, outcome: _Outcome) -> None:
+        now = self._loop.time()
+        pending = self._coalescer.flush(now)
+        if pending is not None:
+            self._delta(pending, now)
+        for index in sorted(self._tool_calls):
+            parts = self._tool_calls[index]
+            if parts.name:
+                self._emit(
+                    ToolCall(
+                        call_id=parts.call_id or f"call_{index}",
+                        name=parts.name,
+                        arguments="".join(parts.arguments),
+                    )
+                )
+        reason = outcome.reason
+        success = not reason.is_partial
+        if not (success or self.lifecycle.visible or reason.is_stop_request):
+            self.terminal = self._emit_error(outcome)
+            return
+        text = self.lifecycle.streamed_text
+        usage: Usage | None = None
+        if success or self.lifecycle.visible:
+            self._emit(TextDone(text=text))
+            usage = self._usage_event()
+            if usage is not None:
+                self._emit(usage)
+        post_started = self._loop.time()
+        answer = canonical_answer(text)
+        post_ms = (self._loop.time() - post_started) * 1000
+        done = self._emit(
+            Done(
+                answer=answer,
+                status="completed" if reason is Reason.STOP else "incomplete",
+                partial=reason.is_partial,
+                reason=reason,
+                model=outcome.model or self.model,
+                route=self.plan.route,
+                attempts=self.attempts,
+                usage=(
+                    {
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "estimated": usage.estimated,
+                    }
+                    if usage is not None
+                    else None
+                ),
+                timings=self._timings(post_process_ms=post_ms),
+            )
+        )
+        assert isinstance(done, Done)
+        self.terminal = done
+
+    def _emit_error(self, outcome: _Outcome) -> Error:
+        event = self._emit(
+            Error(
+                code=outcome.reason.value,
+                message=outcome.message or outcome.reason.value,
+                retryable=outcome.retryable,
+                attempts=self.attempts,
+                timings=self._timings(),
+            )
+        )
+        assert isinstance(event, Error)
+        return event
+
+    def _emit_minimal_terminal(self, outcome: _Outcome) -> None:
+        """Last resort after a bug: whatever the state allows, end the stream."""
+        if self.lifecycle.closed:
+            return
+        if self.lifecycle.can_send("error"):
+            self.terminal = self._emit_error(outcome)
+            return
+        event = self._emit(
+            Done(
+                answer=canonical_answer(self.lifecycle.streamed_text),
+                status="incomplete",
+                partial=True,
+                reason=outcome.reason if outcome.reason.is_partial else Reason.UPSTREAM_ERROR,
+                model=self.model,
+                route=self.plan.route,
+                attempts=self.attempts,
+                timings=self._timings(),
+            )
+        )
+        assert isinstance(event, Done)
+        self.terminal = event
+
+    def _usage_event(self) -> Usage | None:
+        if self._usage is not None:
+            return Usage(
+                input_tokens=self._usage.input_tokens,
+                output_tokens=self._usage.output_tokens,
+                estimated=self._usage.estimated,
+            )
+        if self.tokens == 0 and self._begin_at is None:
+            return None
+        # No provider count: estimate (about 4 characters per token of input).
+        chars = sum(len(m.content) for m in self.plan.generation.messages)
+        return Usage(input_tokens=max(1, chars // 4), output_tokens=self.tokens, estimated=True)
+
+    def _timings(self, *, post_process_ms: float | None = None) -> dict[str, float]:
+        now = self._loop.time()
+        t0 = self._t0
+
+        def ms(seconds: float) -> float:
+            return round(seconds * 1000, 2)
+
+        timings: dict[str, float] = {}
+        if self._begin_at is not None:
+            timings["queued"] = ms(self._begin_at - t0)
+        if self._first_at is not None:
+            timings["first_token"] = ms(self._first_at - t0)
+            end = self._stream_end_at if self._stream_end_at is not None else now
+            timings["stream"] = ms(max(0.0, end - self._first_at))
+        if post_process_ms is not None:
+            timings["post_process"] = round(post_process_ms, 3)
+        timings["total"] = ms(now - t0)
+        return timings
+
+
+_DEADLINE_MESSAGES = {
+    Reason.TIMEOUT_FIRST_TOKEN: "no token arrived before the first-token deadline",
+    Reason.TIMEOUT_IDLE: "the upstream went quiet for longer than the idle deadline",
+    Reason.TIMEOUT_TOTAL: "the turn ran past its total deadline",
+}
