@@ -115,7 +115,10 @@ class Turn:
         self._hooks = hooks
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
+        # Deadlines and coalescing run on the loop's clock (timers need it); timings use
+        # perf_counter, since uvloop's clock has only millisecond resolution.
         self._t0 = self._loop.time()
+        self._p0 = time.perf_counter()
         self._begin_at: float | None = None
         self._first_at: float | None = None
         self._last_content_at = 0.0
@@ -234,7 +237,7 @@ class Turn:
                         self._arm(timer)
                     elif type(chunk) is Begin:
                         if self._begin_at is None:
-                            self._begin_at = now
+                            self._begin_at = time.perf_counter()
                             self._emit(Status(phase=Phase.GENERATING))
                     elif type(chunk) is ToolCallChunk:
                         self._last_content_at = now
@@ -257,7 +260,7 @@ class Turn:
             logger.exception("provider %s raised outside its contract", provider.name)
             return _Outcome(Reason.UPSTREAM_ERROR, f"provider error: {type(exc).__name__}")
         finally:
-            self._stream_end_at = self._loop.time()
+            self._stream_end_at = time.perf_counter()
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
         self.model = provider.model
@@ -310,8 +313,8 @@ class Turn:
 
     def _delta(self, text: str, now: float) -> None:
         if self._first_at is None:
-            self._first_at = now
-            self._metrics.ttft.observe(now - self._t0)
+            self._first_at = time.perf_counter()
+            self._metrics.ttft.observe(self._first_at - self._p0)
         self._emit(TextDelta(delta=text))
 
     def _tool_call(self, chunk: ToolCallChunk) -> None:
@@ -334,7 +337,7 @@ class Turn:
         except Exception:
             logger.exception("turn %s: could not emit its ending; closing it minimally", self.stream_id)
             self._emit_minimal_terminal(outcome)
-        self._metrics.duration.observe(self._loop.time() - self._t0)
+        self._metrics.duration.observe(time.perf_counter() - self._p0)
         self._metrics.output_tokens.inc(self.tokens)
         terminal = self.terminal
         if terminal is not None:
@@ -368,9 +371,9 @@ class Turn:
             usage = self._usage_event()
             if usage is not None:
                 self._emit(usage)
-        post_started = self._loop.time()
+        post_started = time.perf_counter()
         answer = canonical_answer(text)
-        post_ms = (self._loop.time() - post_started) * 1000
+        post_ms = (time.perf_counter() - post_started) * 1000
         done = self._emit(
             Done(
                 answer=answer,
@@ -444,8 +447,8 @@ class Turn:
         return Usage(input_tokens=max(1, chars // 4), output_tokens=self.tokens, estimated=True)
 
     def _timings(self, *, post_process_ms: float | None = None) -> dict[str, float]:
-        now = self._loop.time()
-        t0 = self._t0
+        now = time.perf_counter()
+        t0 = self._p0
 
         def ms(seconds: float) -> float:
             return round(seconds * 1000, 2)

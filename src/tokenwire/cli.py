@@ -1,0 +1,235 @@
+"""The ``tokenwire`` command: serve, chat, providers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Settings, load_settings
+from .engine import Engine, RequestError
+from .protocol import Done, Error, Event, Reason, SSEDecoder, TextDelta, decode_event
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"tokenwire: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP server (SSE, WebSocket, REST)")
+    _config_arg(serve)
+    serve.add_argument("--host", help="bind address (default: config, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: config, 8000; 0 = any free)")
+    serve.add_argument("--scripted", action="store_true", help="enable the scripted provider")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
+
+    chat = sub.add_parser("chat", help="stream one answer to the terminal")
+    _config_arg(chat)
+    chat.add_argument("prompt")
+    chat.add_argument("--url", help="use a running server (e.g. http://127.0.0.1:8000)")
+    chat.add_argument("--route", help="route name (default: the config's default route)")
+    chat.add_argument("--max-tokens", type=int)
+    chat.set_defaults(func=_chat)
+
+    providers = sub.add_parser("providers", help="list providers and whether each is reachable")
+    _config_arg(providers)
+    providers.set_defaults(func=_providers)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: $TOKENWIRE_CONFIG, or none)")
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server import create_app
+
+    overrides: dict[str, Any] = {}
+    if args.scripted:
+        overrides["scripted"] = True
+    settings = load_settings(args.config, **overrides)
+    host = args.host or settings.server.host
+    port = settings.server.port if args.port is None else args.port
+    engine = Engine(settings)
+    app = create_app(engine=engine)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=args.access_log,
+        log_level="info",
+        ws_max_size=settings.limits.max_ws_frame_bytes,
+        timeout_graceful_shutdown=10,
+    )
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                bound = self.servers[0].sockets[0].getsockname()
+                print(f"tokenwire serving on http://{host}:{bound[1]}", flush=True)
+
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            # Stop the turns first, so every open stream gets its terminal event before the
+            # connections are closed.
+            await engine.aclose()
+            await super().shutdown(sockets)
+
+    Server(config).run()
+    return 0
+
+
+# -- chat ------------------------------------------------------------------------------------
+
+
+def _chat(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"prompt": args.prompt}
+    if args.route:
+        body["route"] = args.route
+    if args.max_tokens:
+        body["max_tokens"] = args.max_tokens
+    runner = _chat_remote(args.url, body) if args.url else _chat_embedded(args.config, body)
+    terminal = asyncio.run(runner)
+    return 0 if isinstance(terminal, Done) else 1
+
+
+class _Printer:
+    """Writes deltas as they come; reports TTFT and tokens/s at the end."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+
+    def event(self, event: Event) -> Done | Error | None:
+        if isinstance(event, TextDelta):
+            if self.first is None:
+                self.first = time.perf_counter()
+            sys.stdout.write(event.delta)
+            sys.stdout.flush()
+        elif isinstance(event, Done | Error):
+            self.summary(event)
+            return event
+        return None
+
+    def summary(self, terminal: Done | Error) -> None:
+        total = time.perf_counter() - self.t0
+        print(file=sys.stdout)
+        if isinstance(terminal, Error):
+            print(f"[error {terminal.code}] {terminal.message}", file=sys.stderr)
+            return
+        ttft = (self.first - self.t0) if self.first is not None else None
+        tokens = (terminal.usage or {}).get("output_tokens", 0)
+        streaming = total - ttft if ttft is not None else 0.0
+        rate = tokens / streaming if streaming > 0 else 0.0
+        state = "" if not terminal.partial else f" partial ({terminal.reason.value})"
+        ttft_text = f"{ttft * 1000:.0f} ms" if ttft is not None else "-"
+        print(
+            f"[{terminal.reason.value}{state}] TTFT {ttft_text}, {tokens} tokens, "
+            f"{rate:.1f} tokens/s, {total:.2f} s total, model {terminal.model}",
+            file=sys.stderr,
+        )
+
+
+async def _chat_embedded(config: str | None, body: dict[str, Any]) -> Done | Error | None:
+    settings: Settings = load_settings(config)
+    printer = _Printer()
+    async with Engine(settings) as engine:
+        printer.t0 = time.perf_counter()
+        try:
+            handle = engine.submit(body)
+        except RequestError as exc:
+            print(f"tokenwire: {exc.message}", file=sys.stderr)
+            return None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, handle.cancel, Reason.CANCELLED)
+        async for event in handle.events():
+            terminal = printer.event(event)
+            if terminal is not None:
+                return terminal
+    return None
+
+
+async def _chat_remote(url: str, body: dict[str, Any]) -> Done | Error | None:
+    import httpx
+
+    printer = _Printer()
+    base = url.rstrip("/")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+        async with client.stream("POST", f"{base}/v1/streams", json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                print(f"tokenwire: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+                return None
+            stream_id = response.headers.get("x-tokenwire-stream-id", "")
+
+            async def cancel() -> None:
+                await client.post(f"{base}/v1/streams/{stream_id}/cancel")
+
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(cancel()))
+            decoder = SSEDecoder()
+            async for chunk in response.aiter_bytes():
+                for message in decoder.feed(chunk):
+                    terminal = printer.event(decode_event(message.data))
+                    if terminal is not None:
+                        return terminal
+    return None
+
+
+# -- providers -------------------------------------------------------------------------------
+
+
+def _providers(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    return asyncio.run(_check_providers(settings))
+
+
+async def _check_providers(settings: Settings) -> int:
+    from .providers.registry import build_provider
+
+    failures = 0
+    routes_of: dict[str, list[str]] = {}
+    for route, cfg in settings.routes.items():
+        for name in cfg.providers:
+            routes_of.setdefault(name, []).append(route)
+    print(f"{'PROVIDER':<16} {'KIND':<10} {'MODEL':<28} {'REACHABLE':<10} DETAIL")
+    for name, cfg in settings.providers.items():
+        provider = build_provider(name, cfg)
+        try:
+            health = await provider.check()
+        finally:
+            await provider.aclose()
+        failures += not health.reachable
+        reachable = "yes" if health.reachable else "NO"
+        used = ", ".join(routes_of.get(name, [])) or "no route"
+        print(f"{name:<16} {provider.kind:<10} {provider.model:<28} {reachable:<10} "
+              f"{health.detail} (routes: {used})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

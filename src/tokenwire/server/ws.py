@@ -1,0 +1,165 @@
+"""The WebSocket endpoint: many turns on one socket, told apart by ``request_id``.
+
+One reader loop parses client frames; one forwarder task per turn follows its log and puts
+frames into the socket's bounded outbox; one sender task writes the outbox to the socket, so
+sends never interleave. A bad message answers its request with an ``error`` and the socket
+keeps serving; a frame that is not JSON closes it with 1007, an oversize one with 1009, a binary
+one with 1003. Closing the socket stops every turn it started (``client_gone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..engine import Engine, RequestError, TurnHandle
+from ..protocol import Reason, encode_event_with, is_terminal
+from ..protocol.ws import (
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    Cancel,
+    FrameError,
+    Generate,
+    MessageError,
+    Resume,
+    encode_request_error,
+    parse_client_message,
+)
+
+logger = logging.getLogger("tokenwire.ws")
+
+OUTBOX_FRAMES = 1024
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, engine: Engine) -> None:
+        self.ws = websocket
+        self.engine = engine
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_FRAMES)
+        self.turns: dict[str, TurnHandle] = {}
+        self.forwarders: dict[str, asyncio.Task[None]] = {}
+
+    def answer_error(self, request_id: str | None, code: str, message: str) -> None:
+        try:
+            self.outbox.put_nowait(encode_request_error(request_id, code, message))
+        except asyncio.QueueFull:
+            logger.info("ws outbox full; dropping an error answer for %s", request_id)
+
+    def generate(self, message: Generate) -> None:
+        rid = message.request_id
+        if rid in self.turns:
+            self.answer_error(rid, "duplicate_request_id", f"request {rid!r} is still running")
+            return
+        try:
+            handle = self.engine.submit(message.body)
+        except RequestError as exc:
+            self.answer_error(rid, exc.code, exc.message)
+            return
+        self.turns[rid] = handle
+        self.forwarders[rid] = asyncio.get_running_loop().create_task(self._forward(rid, handle))
+
+    def cancel(self, message: Cancel) -> None:
+        handle = self.turns.get(message.request_id)
+        if handle is None:
+            self.answer_error(
+                message.request_id, "unknown_request", "no turn with that request_id is running"
+            )
+            return
+        handle.cancel(Reason.CANCELLED)
+
+    async def _forward(self, rid: str, handle: TurnHandle) -> None:
+        try:
+            async for batch in handle.batches():
+                for event in batch:
+                    await self.outbox.put(encode_event_with(event, request_id=rid))
+                if is_terminal(batch[-1]):
+                    return
+        finally:
+            self.turns.pop(rid, None)
+            self.forwarders.pop(rid, None)
+
+    async def send_loop(self, send_timeout_s: float) -> None:
+        while True:
+            frame = await self.outbox.get()
+            try:
+                async with asyncio.timeout(send_timeout_s):
+                    await self.ws.send_text(frame.decode())
+            except TimeoutError:
+                logger.info("ws send blocked for %.0f s; closing the socket", send_timeout_s)
+                self.engine.metrics.slow_client_disconnects.inc()
+                await self.close_turns()
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=CLOSE_POLICY_VIOLATION, reason="slow client")
+                return
+            finally:
+                self.outbox.task_done()
+
+    async def close_turns(self) -> None:
+        for handle in list(self.turns.values()):
+            handle.cancel(Reason.CLIENT_GONE)
+        tasks = list(self.forwarders.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def serve_websocket(websocket: WebSocket, engine: Engine) -> None:
+    await websocket.accept()
+    session = _Session(websocket, engine)
+    limits = engine.settings.limits
+    sender = asyncio.get_running_loop().create_task(
+        session.send_loop(limits.slow_client_send_timeout_s)
+    )
+    limit = limits.max_ws_frame_bytes
+    close_code: int | None = None
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                close_code = CLOSE_UNSUPPORTED_DATA
+                break
+            if len(text) > limit or len(text.encode()) > limit:
+                close_code = CLOSE_MESSAGE_TOO_BIG
+                break
+            try:
+                parsed = parse_client_message(text)
+            except FrameError as exc:
+                close_code = exc.close_code
+                break
+            except MessageError as exc:
+                session.answer_error(exc.request_id, exc.code, exc.message)
+                continue
+            if isinstance(parsed, Generate):
+                session.generate(parsed)
+            elif isinstance(parsed, Cancel):
+                session.cancel(parsed)
+            elif isinstance(parsed, Resume):
+                session.answer_error(
+                    parsed.request_id,
+                    "unsupported",
+                    "resume needs durable streams, which this server version does not have",
+                )
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close_turns()
+        if close_code is not None:
+            # Let the answers already queued go out before the close frame.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await session.outbox.join()
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        if close_code is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=close_code)
