@@ -251,6 +251,7 @@ class Engine:
         try:
             await turn.run()
         finally:
+            turn.abandon(Reason.SHUTDOWN)
             self._turns.pop(turn.stream_id, None)
             self.metrics.active_streams.dec()
 

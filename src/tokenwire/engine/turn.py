@@ -125,6 +125,7 @@ class Turn:
         self._stream_end_at: float | None = None
         self._armed_reason = Reason.TIMEOUT_TOTAL
         self._stop_reason: Reason | None = None
+        self._running = False
         self._usage: UsageChunk | None = None
         self._tool_calls: dict[int, _ToolCallParts] = {}
         self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
@@ -148,14 +149,32 @@ class Turn:
             return False
         if self._stop_reason is None:
             self._stop_reason = reason
-        self.task.cancel()
+        if self._running:
+            self.task.cancel()
+        # else: run() has not begun; it sees the stop reason before calling any provider.
         return True
+
+    def abandon(self, reason: Reason) -> None:
+        """End the stream now, synchronously, if :meth:`run` could not (its task was cancelled
+        before it started). Keeps the promise of one terminal event per stream."""
+        if self.terminal is None and not self.lifecycle.closed:
+            if self.lifecycle.state.value == "idle":
+                self._emit(
+                    Start(
+                        conversation_id=self.plan.conversation_id,
+                        model=self.model or "",
+                        route=self.plan.route,
+                        created_at=self.created_at,
+                    )
+                )
+            self._finish(_Outcome(self._stop_reason or reason, "stopped"))
 
     # -- the turn --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run to the end. Never raises (a bug is logged and ends the turn honestly)."""
         outcome: _Outcome
+        self._running = True
         try:
             self._emit(
                 Start(
@@ -166,7 +185,10 @@ class Turn:
                 )
             )
             self._emit(Status(phase=Phase.QUEUED))
-            outcome = await self._generate()
+            if self._stop_reason is not None:
+                outcome = _Outcome(self._stop_reason, "stopped before it started")
+            else:
+                outcome = await self._generate()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -187,7 +209,7 @@ class Turn:
                     if waited is not None:
                         return waited
                 self.attempts += 1
-                outcome = await self._attempt(provider, try_no)
+                outcome = await self._attempt(provider, self.attempts)
                 self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
                 if self.lifecycle.visible or outcome.reason not in (
                     Reason.UPSTREAM_ERROR,
@@ -220,8 +242,8 @@ class Turn:
         await asyncio.sleep(delay)
         return None
 
-    async def _attempt(self, provider: Provider, try_no: int) -> _Outcome:
-        request = dataclasses.replace(self.plan.generation, attempt=try_no)
+    async def _attempt(self, provider: Provider, attempt: int) -> _Outcome:
+        request = dataclasses.replace(self.plan.generation, attempt=attempt)
         finish: Finish | None = None
         stream = provider.stream(request)
         timer = asyncio.timeout(None)

@@ -43,7 +43,8 @@ class GenerationRequest:
     """Only for the scripted provider: tokens, delays and faults (see ``scripted.Script``)."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     attempt: int = 1
-    """1 for the first try of this provider in a turn, 2 for its first retry, ..."""
+    """The turn's attempt number: 1 for its first upstream call, counting every retry and
+    fallback after it."""
 
 
 @dataclass(frozen=True, slots=True)

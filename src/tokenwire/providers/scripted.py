@@ -67,6 +67,7 @@ class Script(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_TOKENS), max_length=100_000)
+    repeat: int = Field(default=1, ge=1, le=1_000_000, description="stream `tokens` N times over")
     delay_ms: float = Field(default=0, ge=0, le=60_000, description="pause before each token")
     first_delay_ms: float | None = Field(
         default=None, ge=0, le=600_000, description="pause before the first token (default: delay_ms)"
@@ -119,7 +120,8 @@ class ScriptedProvider:
             fault = None
         try:
             yield Begin()
-            for index, token in enumerate(script.tokens):
+            tokens = script.tokens * script.repeat if script.repeat > 1 else script.tokens
+            for index, token in enumerate(tokens):
                 if fault is not None and fault.at == index:
                     await self._fire(fault)
                     return
@@ -129,7 +131,7 @@ class ScriptedProvider:
                 if delay:
                     await asyncio.sleep(delay / 1000)
                 yield TextChunk(token)
-            if fault is not None and fault.at >= len(script.tokens):
+            if fault is not None and fault.at >= len(tokens):
                 await self._fire(fault)
                 return
             for position, call in enumerate(script.tool_calls):
@@ -138,7 +140,7 @@ class ScriptedProvider:
                 for piece in call.arguments:
                     yield ToolCallChunk(index=position, arguments_delta=piece)
             if script.usage:
-                yield UsageChunk(input_tokens=n_messages, output_tokens=len(script.tokens))
+                yield UsageChunk(input_tokens=n_messages, output_tokens=len(tokens))
             yield Finish(script.finish)
             self.finished += 1
         except (asyncio.CancelledError, GeneratorExit):

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tokenwire.bus import MemoryEventLog, ResumeUnavailable, UnknownStream
+from tokenwire.protocol import Done, Event, Reason, Start, TextDelta, TurnLifecycle
+
+
+def _events(n: int) -> tuple[TurnLifecycle, list[Event]]:
+    lc = TurnLifecycle("s")
+    out = [lc.send(Start(model="m", route="r", created_at=0.0))]
+    out += [lc.send(TextDelta(delta=str(i))) for i in range(n)]
+    return lc, out
+
+
+def _done(lc: TurnLifecycle) -> Event:
+    return lc.send(Done(answer="", status="completed", partial=False, reason=Reason.STOP,
+                        model="m", route="r", attempts=1))
+
+
+async def _read_all(log: MemoryEventLog, after: int = 0) -> list[Event]:
+    return [e async for batch in log.follow("s", after) for e in batch]
+
+
+async def test_replay_then_live_without_gap_or_duplicate() -> None:
+    log = MemoryEventLog()
+    log.open("s")
+    lc, events = _events(3)
+    for e in events:
+        log.append("s", e)
+    reader = asyncio.create_task(_read_all(log, after=2))
+    await asyncio.sleep(0)  # let the reader replay and start waiting
+    more = [lc.send(TextDelta(delta="x")), _done(lc)]
+    for e in more:
+        log.append("s", e)
+    got = await reader
+    assert [e.seq for e in got] == [3, 4, 5, 6]
+    assert log.terminal("s") == more[-1]
+
+
+async def test_many_followers_each_get_everything() -> None:
+    log = MemoryEventLog()
+    log.open("s")
+    readers = [asyncio.create_task(_read_all(log)) for _ in range(5)]
+    lc, events = _events(10)
+    for e in [*events, _done(lc)]:
+        log.append("s", e)
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*readers)
+    assert all([e.seq for e in r] == list(range(1, 13)) for r in results)
+
+
+async def test_a_cancelled_follower_does_not_disturb_the_others() -> None:
+    log = MemoryEventLog()
+    log.open("s")
+    a = asyncio.create_task(_read_all(log))
+    b = asyncio.create_task(_read_all(log))
+    await asyncio.sleep(0)
+    a.cancel()
+    lc, events = _events(1)
+    for e in [*events, _done(lc)]:
+        log.append("s", e)
+    assert [e.seq for e in await b] == [1, 2, 3]
+
+
+async def test_trimmed_history_is_an_explicit_resume_error() -> None:
+    log = MemoryEventLog(max_events=100)
+    log.open("s")
+    _, events = _events(200)
+    for e in events:
+        log.append("s", e)
+    with pytest.raises(ResumeUnavailable):
+        await _read_all(log, after=0)
+    assert log.head("s") == 201
+
+
+async def test_finished_streams_expire_after_retention() -> None:
+    log = MemoryEventLog(retention_s=0.01)
+    log.open("s")
+    lc, events = _events(0)
+    for e in [*events, _done(lc)]:
+        log.append("s", e)
+    assert "s" in log
+    async with asyncio.timeout(5):
+        while "s" in log:  # retention is time passing: wait for the expiry timer to run
+            await asyncio.sleep(0.005)
+    with pytest.raises(UnknownStream):
+        log.head("s")
+
+
+def test_unknown_and_duplicate_streams() -> None:
+    log = MemoryEventLog()
+    with pytest.raises(UnknownStream):
+        log.terminal("nope")
+    log.open("s")
+    with pytest.raises(ValueError):
+        log.open("s")
