@@ -115,6 +115,7 @@ class ScriptedProvider:
 
     async def _run(self, script: Script, attempt: int, n_messages: int) -> AsyncIterator[ProviderChunk]:
         self.started += 1
+        end_marker_sent = False
         fault = script.fault
         if fault is not None and fault.times is not None and attempt > fault.times:
             fault = None
@@ -141,10 +142,13 @@ class ScriptedProvider:
                     yield ToolCallChunk(index=position, arguments_delta=piece)
             if script.usage:
                 yield UsageChunk(input_tokens=n_messages, output_tokens=len(tokens))
-            yield Finish(script.finish)
+            # Finished once the end marker is out: a consumer closing us after it is no abort.
+            end_marker_sent = True
             self.finished += 1
+            yield Finish(script.finish)
         except (asyncio.CancelledError, GeneratorExit):
-            self._note_abort()
+            if not end_marker_sent:
+                self._note_abort()
             raise
 
     async def _fire(self, fault: Fault) -> None:
