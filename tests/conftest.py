@@ -21,7 +21,7 @@ def _check(address: Any) -> None:
             ip = ipaddress.ip_address(host)
         except ValueError:
             if host != "localhost":
-                raise ConnectionRefusedError(f"tests may only connect to loopback, not {host}")
+                raise ConnectionRefusedError(f"tests may only reach loopback, not {host}") from None
             return
         if not ip.is_loopback:
             raise ConnectionRefusedError(f"tests may only connect to loopback, not {host}")

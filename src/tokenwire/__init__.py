@@ -8,8 +8,8 @@ event classes (:class:`Done`, :class:`TextDelta`, ...) are what a turn yields.
 
 __version__ = "0.1.0"
 
-from .config import Settings, load_settings  # noqa: E402
-from .engine import (  # noqa: E402
+from .config import Settings, load_settings
+from .engine import (
     ActiveTurn,
     Engine,
     Hooks,
@@ -19,7 +19,7 @@ from .engine import (  # noqa: E402
     TurnHandle,
     TurnRequest,
 )
-from .protocol import (  # noqa: E402
+from .protocol import (
     Done,
     Error,
     Event,
@@ -36,7 +36,7 @@ from .protocol import (  # noqa: E402
     ToolResult,
     Usage,
 )
-from .server import create_app, create_router, engine_lifespan  # noqa: E402
+from .server import create_app, create_router, engine_lifespan
 
 __all__ = [
     "ActiveTurn",

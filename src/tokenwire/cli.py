@@ -213,8 +213,8 @@ async def _check_providers(settings: Settings) -> int:
 
     failures = 0
     routes_of: dict[str, list[str]] = {}
-    for route, cfg in settings.routes.items():
-        for name in cfg.providers:
+    for route, route_cfg in settings.routes.items():
+        for name in route_cfg.providers:
             routes_of.setdefault(name, []).append(route)
     print(f"{'PROVIDER':<16} {'KIND':<10} {'MODEL':<28} {'REACHABLE':<10} DETAIL")
     for name, cfg in settings.providers.items():
@@ -226,8 +226,10 @@ async def _check_providers(settings: Settings) -> int:
         failures += not health.reachable
         reachable = "yes" if health.reachable else "NO"
         used = ", ".join(routes_of.get(name, [])) or "no route"
-        print(f"{name:<16} {provider.kind:<10} {provider.model:<28} {reachable:<10} "
-              f"{health.detail} (routes: {used})")
+        print(
+            f"{name:<16} {provider.kind:<10} {provider.model:<28} {reachable:<10} "
+            f"{health.detail} (routes: {used})"
+        )
     return 1 if failures else 0
 
 

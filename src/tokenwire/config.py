@@ -130,6 +130,10 @@ class LimitSettings(_Section):
     hook_queue_size: int = Field(default=1000, ge=1)
 
 
+def _default_providers() -> dict[str, ProviderSettings]:
+    return {"local": LocalProviderSettings()}
+
+
 class Settings(BaseSettings):
     """Everything tokenwire reads from its configuration."""
 
@@ -141,9 +145,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = Field(default_factory=ServerSettings)
-    providers: dict[str, ProviderSettings] = Field(
-        default_factory=lambda: {"local": LocalProviderSettings()}
-    )
+    providers: dict[str, ProviderSettings] = Field(default_factory=lambda: _default_providers())
     routes: dict[str, RouteSettings] = Field(
         default_factory=lambda: {"default": RouteSettings(providers=["local"])}
     )

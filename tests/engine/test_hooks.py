@@ -26,6 +26,7 @@ async def test_subscribers_see_lifecycle_events_in_order() -> None:
 
 async def test_a_raising_subscriber_never_breaks_the_stream() -> None:
     async with Engine(scripted_settings()) as engine:
+
         def explode(event: Event) -> None:
             raise RuntimeError("consumer bug")
 
@@ -41,6 +42,7 @@ async def test_a_raising_subscriber_never_breaks_the_stream() -> None:
 async def test_a_blocked_subscriber_drops_events_and_the_stream_goes_on() -> None:
     release = threading.Event()
     async with Engine(scripted_settings(coalesce={"window_ms": 0})) as engine:
+
         def stuck(event: Event) -> None:
             release.wait(30)  # a handler that blocks its thread
 
@@ -65,8 +67,9 @@ async def test_an_async_subscriber_that_hangs_only_hurts_itself() -> None:
             await forever.wait()
 
         sub = engine.hooks.subscribe(hang, types={"text.delta"}, queue_size=1)
-        handle = engine.submit({"prompt": "x", "script": {"tokens": ["a", "b", "c"],
-                                                          "delay_ms": 1}})
+        handle = engine.submit(
+            {"prompt": "x", "script": {"tokens": ["a", "b", "c"], "delay_ms": 1}}
+        )
         events = [e async for e in handle.events()]
         await started.wait()
     assert events[-1].type == "done"

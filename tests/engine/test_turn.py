@@ -11,7 +11,7 @@ import pytest
 from tokenwire import Done, Engine, Error, Event, Reason, TextDelta, TextDone
 from tokenwire.protocol import is_terminal
 
-from .conftest import scripted, scripted_settings  # noqa: F401
+from .conftest import scripted, scripted_settings
 
 
 async def collect(engine: Engine, body: dict[str, Any]) -> list[Event]:
@@ -73,8 +73,9 @@ async def test_a_transient_failure_is_retried_invisibly(engine: Engine) -> None:
 async def test_non_retryable_failure_falls_back_to_the_next_provider(engine: Engine) -> None:
     script = {"tokens": ["x"], "fault": {"kind": "fail", "at": 0, "retryable": False}}
     # The fault applies to every attempt of every provider: both fail, once each.
-    error = check_invariants(await collect(engine, {"prompt": "p", "route": "chain",
-                                                    "script": script}))
+    error = check_invariants(
+        await collect(engine, {"prompt": "p", "route": "chain", "script": script})
+    )
     assert isinstance(error, Error) and error.attempts == 2 and not error.retryable
     assert scripted(engine, "a").started == 1 and scripted(engine, "b").started == 1
 
@@ -82,8 +83,9 @@ async def test_non_retryable_failure_falls_back_to_the_next_provider(engine: Eng
 async def test_fallback_answers_when_the_first_provider_keeps_failing(engine: Engine) -> None:
     # Provider a fails both its tries (turn attempts 1 and 2); provider b answers (attempt 3).
     script = {"tokens": ["fine"], "fault": {"kind": "fail", "at": 0, "times": 2}}
-    done = check_invariants(await collect(engine, {"prompt": "p", "route": "chain",
-                                                   "script": script}))
+    done = check_invariants(
+        await collect(engine, {"prompt": "p", "route": "chain", "script": script})
+    )
     assert isinstance(done, Done) and done.reason is Reason.STOP
     assert done.attempts == 3 and done.model == "backup" and done.answer == "fine"
     assert scripted(engine, "a").started == 2 and scripted(engine, "b").started == 1
@@ -99,8 +101,9 @@ async def test_fail_after_visible_text_is_partial_and_never_retried(engine: Engi
 
 
 async def test_truncated_stream_is_never_completed(engine: Engine) -> None:
-    done = check_invariants(await collect(engine, body(tokens=["a", "b"],
-                                                       fault={"kind": "truncate", "at": 2})))
+    done = check_invariants(
+        await collect(engine, body(tokens=["a", "b"], fault={"kind": "truncate", "at": 2}))
+    )
     assert isinstance(done, Done)
     assert done.reason is Reason.UPSTREAM_TRUNCATED and done.partial and done.answer == "ab"
 
@@ -112,16 +115,19 @@ async def test_truncated_before_any_text_is_retried_then_an_error(engine: Engine
 
 
 async def test_first_token_deadline_aborts_the_upstream(engine: Engine) -> None:
-    events = await collect(engine, {**body(fault={"kind": "hang", "at": 0}),
-                                    "deadlines": {"first_token_s": 0.05}})
+    events = await collect(
+        engine, {**body(fault={"kind": "hang", "at": 0}), "deadlines": {"first_token_s": 0.05}}
+    )
     error = check_invariants(events)
     assert isinstance(error, Error) and error.code == "timeout_first_token"
     assert scripted(engine).aborted == 1
 
 
 async def test_idle_deadline_after_text_is_partial(engine: Engine) -> None:
-    events = await collect(engine, {**body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}),
-                                    "deadlines": {"idle_s": 0.05}})
+    events = await collect(
+        engine,
+        {**body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}), "deadlines": {"idle_s": 0.05}},
+    )
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.TIMEOUT_IDLE and done.partial
     assert done.answer == "a"
@@ -129,8 +135,9 @@ async def test_idle_deadline_after_text_is_partial(engine: Engine) -> None:
 
 
 async def test_total_deadline_cuts_a_slow_stream(engine: Engine) -> None:
-    events = await collect(engine, {**body(tokens=["t"] * 1000, delay_ms=5),
-                                    "deadlines": {"total_s": 0.1}})
+    events = await collect(
+        engine, {**body(tokens=["t"] * 1000, delay_ms=5), "deadlines": {"total_s": 0.1}}
+    )
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.TIMEOUT_TOTAL and done.partial
     assert 0 < len(done.answer) < 1000
@@ -162,8 +169,9 @@ async def test_cancel_before_any_text_is_done_not_error(engine: Engine) -> None:
 
 
 async def test_leaving_run_early_stops_the_turn_as_client_gone(engine: Engine) -> None:
-    async with contextlib.aclosing(engine.run(body(tokens=["a", "b"],
-                                                   fault={"kind": "hang", "at": 1}))) as events:
+    async with contextlib.aclosing(
+        engine.run(body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}))
+    ) as events:
         async for event in events:
             if isinstance(event, TextDelta):
                 stream_id = event.stream_id
@@ -257,11 +265,19 @@ async def test_active_turns_are_listed_and_limited() -> None:
 
 async def test_many_concurrent_turns_each_end_exactly_once(engine: Engine) -> None:
     faults: list[dict[str, Any] | None] = [
-        None, {"kind": "fail", "at": 1}, {"kind": "truncate", "at": 2}, {"kind": "fail", "at": 0}
+        None,
+        {"kind": "fail", "at": 1},
+        {"kind": "truncate", "at": 2},
+        {"kind": "fail", "at": 0},
     ]
     handles = [
-        engine.submit(body(tokens=["x", "y", "z"], delay_ms=1,
-                           **({"fault": faults[i % 4]} if faults[i % 4] else {})))
+        engine.submit(
+            body(
+                tokens=["x", "y", "z"],
+                delay_ms=1,
+                **({"fault": faults[i % 4]} if faults[i % 4] else {}),
+            )
+        )
         for i in range(40)
     ]
 

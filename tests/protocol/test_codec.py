@@ -25,9 +25,17 @@ def test_type_comes_first_and_json_has_no_raw_newline() -> None:
 
 def test_done_round_trips_with_its_enums() -> None:
     done = Done(
-        stream_id="s", seq=9, answer="hi", status="incomplete", partial=True,
-        reason=Reason.TIMEOUT_IDLE, model="m", route="r", attempts=2,
-        usage={"input_tokens": 1}, timings={"total": 1.5},
+        stream_id="s",
+        seq=9,
+        answer="hi",
+        status="incomplete",
+        partial=True,
+        reason=Reason.TIMEOUT_IDLE,
+        model="m",
+        route="r",
+        attempts=2,
+        usage={"input_tokens": 1},
+        timings={"total": 1.5},
     )
     back = decode_event(encode_event(done))
     assert back == done
@@ -40,8 +48,16 @@ def test_every_event_type_is_registered_under_its_tag() -> None:
 
 
 def test_unknown_fields_are_ignored_unknown_types_are_errors() -> None:
-    event = decode_event({"type": "usage", "stream_id": "s", "seq": 1, "input_tokens": 1,
-                          "output_tokens": 2, "from_the_future": True})
+    event = decode_event(
+        {
+            "type": "usage",
+            "stream_id": "s",
+            "seq": 1,
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "from_the_future": True,
+        }
+    )
     assert event == Usage(stream_id="s", seq=1, input_tokens=1, output_tokens=2)
     with pytest.raises(RemoteProtocolError):
         decode_event({"type": "nope"})

@@ -29,7 +29,12 @@ def _start() -> Start:
 
 def _done(reason: Reason = Reason.STOP) -> Done:
     return Done(
-        answer="", status="completed", partial=False, reason=reason, model="m", route="r",
+        answer="",
+        status="completed",
+        partial=False,
+        reason=reason,
+        model="m",
+        route="r",
         attempts=1,
     )
 

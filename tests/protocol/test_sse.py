@@ -34,7 +34,7 @@ def _stamped_delta(text: str, seq: int = 1) -> TextDelta:
 
 
 TRICKY = [
-    "\n\ndata: {\"type\":\"done\"}\n\n",
+    '\n\ndata: {"type":"done"}\n\n',
     "lone\rcarriage",
     "crlf\r\nline",
     "id: 99\nevent: done\n\n",

@@ -49,8 +49,9 @@ def live_server(config: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def run() -> AsyncIterator[Live]:
         engine = Engine(config)
-        async with serve(create_app(engine=engine),
-                         ws_max_size=config.limits.max_ws_frame_bytes) as url:
+        async with serve(
+            create_app(engine=engine), ws_max_size=config.limits.max_ws_frame_bytes
+        ) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 yield Live(url, engine, client)
 

@@ -21,7 +21,7 @@ from .conftest import Live, live_server, read_sse, settings
 
 
 async def test_one_sse_turn_end_to_end(live: Live) -> None:
-    tricky = ["Hel", "lo\n\ndata: {\"type\":\"done\"}\n\n", "\r", " ✓"]
+    tricky = ["Hel", 'lo\n\ndata: {"type":"done"}\n\n', "\r", " ✓"]
     body = {"prompt": "hi", "script": {"tokens": tricky}}
     async with live.client.stream("POST", "/v1/streams", json=body) as response:
         assert response.status_code == 200
@@ -193,8 +193,10 @@ async def test_healthz_and_metrics(live: Live) -> None:
 
 
 async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded() -> None:
-    config = settings(limits={"slow_client_send_timeout_s": 0.3, "slow_client_lag_events": 50},
-                      coalesce={"window_ms": 0})
+    config = settings(
+        limits={"slow_client_send_timeout_s": 0.3, "slow_client_lag_events": 50},
+        coalesce={"window_ms": 0},
+    )
     async with live_server(config) as live:
         ended = asyncio.Event()
         ended_with: list[str] = []
@@ -212,8 +214,10 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        request = (b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n" % len(body)) + body
+        request = (
+            b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        ) + body
         await asyncio.get_running_loop().sock_sendall(sock, request)
         # Never read. The server must give up on this reader and end the turn.
         async with asyncio.timeout(30):

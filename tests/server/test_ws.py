@@ -46,8 +46,11 @@ async def test_concurrent_turns_on_one_socket(live: Live) -> None:
     async with websockets.connect(ws_url(live)) as ws:
         for i in range(5):
             script = {"tokens": [f"r{i}-", "a", "b", "c"], "delay_ms": 2}
-            await ws.send(orjson.dumps({"type": "generate", "request_id": f"r{i}",
-                                        "prompt": "x", "script": script}).decode())
+            await ws.send(
+                orjson.dumps(
+                    {"type": "generate", "request_id": f"r{i}", "prompt": "x", "script": script}
+                ).decode()
+            )
         events = await collect_until_terminal(ws, {f"r{i}" for i in range(5)})
     assert len(events) == 5
     stream_ids = set()
@@ -61,12 +64,23 @@ async def test_concurrent_turns_on_one_socket(live: Live) -> None:
 async def test_cancel_one_turn_leaves_the_other_running(live: Live) -> None:
     async with websockets.connect(ws_url(live)) as ws:
         hang = {"tokens": ["a"], "fault": {"kind": "hang", "at": 1}}
-        await ws.send(orjson.dumps({"type": "generate", "request_id": "slow", "prompt": "x",
-                                    "script": hang}).decode())
+        await ws.send(
+            orjson.dumps(
+                {"type": "generate", "request_id": "slow", "prompt": "x", "script": hang}
+            ).decode()
+        )
         while (await recv_json(ws))["type"] != "text.delta":
             pass
-        await ws.send(orjson.dumps({"type": "generate", "request_id": "fast", "prompt": "x",
-                                    "script": {"tokens": ["ok"]}}).decode())
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "generate",
+                    "request_id": "fast",
+                    "prompt": "x",
+                    "script": {"tokens": ["ok"]},
+                }
+            ).decode()
+        )
         await ws.send('{"type": "cancel", "request_id": "slow"}')
         events = await collect_until_terminal(ws, {"slow", "fast"})
     slow = events["slow"][-1]
@@ -81,7 +95,10 @@ async def test_bad_messages_answer_their_request_and_the_socket_keeps_serving(li
         await ws.send('{"type": "generate", "request_id": "bad", "prompt": "x", "bogus": 1}')
         answer = await recv_json(ws)
         assert (answer["type"], answer["request_id"], answer["code"]) == (
-            "error", "bad", "invalid_request")
+            "error",
+            "bad",
+            "invalid_request",
+        )
         await ws.send('{"type": "generate", "prompt": "no id"}')
         assert (await recv_json(ws))["request_id"] is None
         await ws.send('{"type": "explode", "request_id": "x"}')
@@ -99,8 +116,9 @@ async def test_bad_messages_answer_their_request_and_the_socket_keeps_serving(li
 async def test_duplicate_request_id_is_refused_while_running(live: Live) -> None:
     async with websockets.connect(ws_url(live)) as ws:
         hang = {"tokens": ["a"], "fault": {"kind": "hang", "at": 1}}
-        frame = orjson.dumps({"type": "generate", "request_id": "r", "prompt": "x",
-                              "script": hang}).decode()
+        frame = orjson.dumps(
+            {"type": "generate", "request_id": "r", "prompt": "x", "script": hang}
+        ).decode()
         await ws.send(frame)
         while (await recv_json(ws))["type"] != "text.delta":
             pass
@@ -124,8 +142,9 @@ async def test_unusable_frames_close_the_socket(live: Live, frame: Any, code: in
 async def test_oversize_frame_closes_with_1009() -> None:
     async with live_server(settings(limits={"max_ws_frame_bytes": 4096})) as live:
         async with websockets.connect(ws_url(live), max_size=None) as ws:
-            await ws.send('{"type": "generate", "request_id": "r", "prompt": "'
-                          + "x" * 10_000 + '"}')
+            await ws.send(
+                '{"type": "generate", "request_id": "r", "prompt": "' + "x" * 10_000 + '"}'
+            )
             with pytest.raises(ConnectionClosed) as info:
                 await recv_json(ws)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
@@ -135,8 +154,11 @@ async def test_closing_the_socket_stops_its_turns(live: Live) -> None:
     async with websockets.connect(ws_url(live)) as ws:
         hang = {"tokens": ["a"], "fault": {"kind": "hang", "at": 1}}
         for rid in ("one", "two"):
-            await ws.send(orjson.dumps({"type": "generate", "request_id": rid, "prompt": "x",
-                                        "script": hang}).decode())
+            await ws.send(
+                orjson.dumps(
+                    {"type": "generate", "request_id": rid, "prompt": "x", "script": hang}
+                ).decode()
+            )
         seen = 0
         while seen < 2:
             if (await recv_json(ws))["type"] == "text.delta":

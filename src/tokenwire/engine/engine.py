@@ -32,7 +32,7 @@ from ..providers.registry import build_provider
 from ..providers.scripted import ScriptedProvider, parse_script
 from .hooks import Hooks
 from .metrics import EngineMetrics
-from .request import Overloaded, RequestError, TurnRequest
+from .request import DeadlineOverrides, Overloaded, RequestError, TurnRequest
 from .turn import Turn, TurnPlan
 
 
@@ -236,10 +236,10 @@ class Engine:
         terminal = self.log.terminal(stream_id)
         if terminal is None:
             raise UnknownStream(stream_id)
-        if isinstance(terminal, Error):
-            state = "failed"
-        else:
+        if isinstance(terminal, Done):
             state = "incomplete" if terminal.partial else "completed"
+        else:
+            state = "failed"
         return {
             "stream_id": stream_id,
             "state": state,
@@ -290,7 +290,7 @@ class Engine:
         if route.system_prompt:
             messages.insert(0, Message("system", route.system_prompt))
         deadlines = settings.deadlines
-        asked = request.deadlines
+        asked = request.deadlines or DeadlineOverrides()
         return TurnPlan(
             stream_id="tw_" + uuid.uuid4().hex,
             route=route_name,
@@ -304,9 +304,9 @@ class Engine:
                 metadata=request.metadata,
             ),
             conversation_id=request.conversation_id,
-            first_token_s=_deadline(deadlines.first_token_s, asked and asked.first_token_s),
-            idle_s=_deadline(deadlines.idle_s, asked and asked.idle_s),
-            total_s=_deadline(deadlines.total_s, asked and asked.total_s),
+            first_token_s=_deadline(deadlines.first_token_s, asked.first_token_s),
+            idle_s=_deadline(deadlines.idle_s, asked.idle_s),
+            total_s=_deadline(deadlines.total_s, asked.total_s),
             coalesce_window_s=settings.coalesce.window_ms / 1000,
             coalesce_max_chars=settings.coalesce.max_chars,
             attempts_per_provider=settings.retry.attempts_per_provider,
@@ -327,4 +327,3 @@ def _validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
-

@@ -84,4 +84,3 @@ class Overloaded(RequestError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__("overloaded", message, status=503)
         self.retry_after_s = retry_after_s
-

@@ -357,7 +357,7 @@ class Turn:
         try:
             self._emit_ending(outcome)
         except Exception:
-            logger.exception("turn %s: could not emit its ending; closing it minimally", self.stream_id)
+            logger.exception("turn %s: could not emit its ending; closing it", self.stream_id)
             self._emit_minimal_terminal(outcome)
         self._metrics.duration.observe(time.perf_counter() - self._p0)
         self._metrics.output_tokens.inc(self.tokens)

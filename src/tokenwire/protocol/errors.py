@@ -1,9 +1,9 @@
 """Protocol errors, named by whose fault they are (as h11 does).
 
-    ProtocolError
-    ├── LocalProtocolError    this side tried to do something the protocol forbids
-    │                         (an event after the terminal one, an error after visible text)
-    └── RemoteProtocolError   the peer sent something malformed (bad SSE, bad JSON, bad message)
+ProtocolError
+├── LocalProtocolError    this side tried to do something the protocol forbids
+│                         (an event after the terminal one, an error after visible text)
+└── RemoteProtocolError   the peer sent something malformed (bad SSE, bad JSON, bad message)
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def encode_sse_event(event: Event) -> bytes:
 def encode_sse_message(
     data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None
 ) -> bytes:
-    """A generic SSE frame. Multi-line ``data`` becomes several ``data:`` lines, as the spec says."""
+    """A generic SSE frame; multi-line ``data`` becomes several ``data:`` lines (as specified)."""
     parts: list[str] = []
     if id is not None:
         if any(c in id for c in "\r\n\0"):
@@ -154,9 +154,8 @@ class SSEDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._last_id = value
-        elif name == "retry":
-            if value.isdigit():
-                self._retry = int(value)
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
 
     def _dispatch(self, out: list[SSEMessage]) -> None:
         if not self._has_data:

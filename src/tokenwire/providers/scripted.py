@@ -70,7 +70,7 @@ class Script(BaseModel):
     repeat: int = Field(default=1, ge=1, le=1_000_000, description="stream `tokens` N times over")
     delay_ms: float = Field(default=0, ge=0, le=60_000, description="pause before each token")
     first_delay_ms: float | None = Field(
-        default=None, ge=0, le=600_000, description="pause before the first token (default: delay_ms)"
+        default=None, ge=0, le=600_000, description="pause before the first token (else delay_ms)"
     )
     finish: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
     usage: bool = True
@@ -113,7 +113,9 @@ class ScriptedProvider:
         script = parse_script(request.script)
         return self._run(script, request.attempt, len(request.messages))
 
-    async def _run(self, script: Script, attempt: int, n_messages: int) -> AsyncIterator[ProviderChunk]:
+    async def _run(
+        self, script: Script, attempt: int, n_messages: int
+    ) -> AsyncIterator[ProviderChunk]:
         self.started += 1
         end_marker_sent = False
         fault = script.fault

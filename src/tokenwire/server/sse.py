@@ -92,8 +92,11 @@ class EventStreamResponse(Response):
                     return
                 continue
             if caught_up and len(batch) > self._max_lag and not is_terminal(batch[-1]):
-                logger.info("stream %s: reader %d events behind; disconnecting it",
-                            self.handle.stream_id, len(batch))
+                logger.info(
+                    "stream %s: reader %d events behind; disconnecting it",
+                    self.handle.stream_id,
+                    len(batch),
+                )
                 self._metrics.slow_client_disconnects.inc()
                 return
             caught_up = True
@@ -110,8 +113,11 @@ class EventStreamResponse(Response):
             async with asyncio.timeout(self._send_timeout_s):
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         except TimeoutError:
-            logger.info("stream %s: send blocked for %.0f s; disconnecting the reader",
-                        self.handle.stream_id, self._send_timeout_s)
+            logger.info(
+                "stream %s: send blocked for %.0f s; disconnecting the reader",
+                self.handle.stream_id,
+                self._send_timeout_s,
+            )
             self._metrics.slow_client_disconnects.inc()
             return False
         except OSError:
@@ -119,9 +125,7 @@ class EventStreamResponse(Response):
         return True
 
 
-async def _next_within(
-    events: AsyncIterator[list[Event]], timeout_s: float
-) -> list[Event] | None:
+async def _next_within(events: AsyncIterator[list[Event]], timeout_s: float) -> list[Event] | None:
     """The next batch, or None when ``timeout_s`` passes first (time for a heartbeat). The
     iterator is restarted by the caller from its cursor, so losing it to the timeout is free."""
     try:
