@@ -1,0 +1,299 @@
+"""The OpenAI-compatible adapter: OpenAI, vLLM, Ollama, llama.cpp server, any ``/chat/completions``
+that streams ``data: {chunk}`` lines and ends with ``data: [DONE]``.
+
+This is the relay's hot path, so it skips the vendor SDK: one pooled ``aiohttp`` session per
+provider, the body's bytes straight into :class:`~tokenwire.protocol.sse.SSEDecoder`, each
+``data:`` parsed once with ``orjson``. How vendor failures become :class:`ProviderError` is one
+table, :func:`error_for_status` (the Anthropic adapter shares it).
+
+A connection that breaks in the middle of the body is treated like a body that ends without
+``[DONE]``: the iterator ends without :class:`Finish`, and the engine reports
+``upstream_truncated`` (what the client saw is all there is; the cause is the same either way).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ..config import OpenAIProviderSettings
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.sse import SSEDecoder
+from .base import (
+    Begin,
+    Finish,
+    FinishReason,
+    GenerationRequest,
+    ProviderChunk,
+    ProviderError,
+    ProviderHealth,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
+
+CHECK_TIMEOUT_S = 5.0
+_ERROR_BODY_LIMIT = 64 * 1024
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+RETRYABLE_ERROR_TYPES = frozenset(
+    {
+        "server_error",
+        "api_error",
+        "overloaded_error",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "internal_error",
+        "service_unavailable",
+        "timeout",
+    }
+)
+"""Vendor ``error.type`` values that mean "try again": a mid-stream error of one of these types
+is retryable."""
+
+
+def error_for_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+    """The one table from an upstream HTTP status to a :class:`ProviderError`."""
+    if status == 429:
+        code, retryable = "rate_limited", True
+    elif status in (408, 409) or status >= 500:
+        code, retryable = "server_error", True
+    elif status in (401, 403):
+        code, retryable = "auth", False
+    else:  # 400, 404, 422 and every other 4xx: sending it again cannot help
+        code, retryable = "bad_request", False
+    return ProviderError(
+        message, retryable=retryable, code=code, status=status, retry_after=retry_after
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(float(value) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def vendor_message(body: bytes | str, fallback: str) -> tuple[str, str | None]:
+    """``(message, error type)`` from a vendor error body ``{"error": {"message", "type"}}``."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        return (text.strip()[:500] or fallback), None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or fallback), _str_or_none(error.get("type"))
+    if isinstance(error, str):
+        return error, None
+    return fallback, None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class OpenAIProvider:
+    """Streams from an OpenAI-compatible ``/chat/completions``; see the module docstring.
+
+    The connection pool is created on first use in the running event loop and belongs to it;
+    :meth:`aclose` releases it.
+    """
+
+    kind = "openai"
+
+    def __init__(self, name: str, settings: OpenAIProviderSettings) -> None:
+        self.name = name
+        self.model = settings.model
+        self._settings = settings
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._models_url = settings.base_url.rstrip("/") + "/models"
+        headers = {"Accept": "text/event-stream", **settings.headers}
+        key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
+        # No total or read timeout: the engine owns first-token, idle and total deadlines.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._settings.max_connections)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+        return self._session
+
+    async def start(self) -> None:
+        self._pool()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The JSON body sent for ``request``."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        return self._stream(orjson.dumps(self.body(request)))
+
+    async def _stream(self, payload: bytes) -> AsyncIterator[ProviderChunk]:
+        try:
+            response = await self._pool().post(
+                self._url, data=payload, headers={"Content-Type": "application/json"}
+            )
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ProviderError(
+                f"cannot reach {self._url}: {exc!r}", retryable=True, code="connect"
+            ) from exc
+        except aiohttp.ClientError as exc:  # an invalid URL and the like: configuration
+            raise ProviderError(
+                f"cannot send to {self._url}: {exc!r}", retryable=False, code="connect"
+            ) from exc
+        complete = False
+        try:
+            if response.status >= 300:
+                raise await self._status_error(response)
+            yield Begin()
+            decoder = SSEDecoder()
+            finish: FinishReason = "stop"
+            try:
+                async for raw in response.content.iter_any():
+                    for message in decoder.feed(raw):
+                        data = message.data
+                        if data == "[DONE]":
+                            complete = True
+                            yield Finish(finish)
+                            return
+                        for chunk in _chunks(data):
+                            if isinstance(chunk, Finish):
+                                finish = chunk.reason
+                            else:
+                                yield chunk
+            except RemoteProtocolError as exc:
+                raise ProviderError(str(exc), retryable=False, code="stream_error") from exc
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                return  # a broken body is a truncated one; see the module docstring
+            complete = True  # EOF without [DONE]: the connection is clean, the stream truncated
+        finally:
+            if complete:
+                response.release()
+            else:
+                # Early exit (consumer closed or cancelled us, or an error): drop the
+                # connection now so the upstream sees it closed and stops generating.
+                response.close()
+
+    async def _status_error(self, response: aiohttp.ClientResponse) -> ProviderError:
+        try:
+            raw = await response.content.read(_ERROR_BODY_LIMIT)
+        except (aiohttp.ClientError, TimeoutError):
+            raw = b""
+        fallback = f"HTTP {response.status} {response.reason or ''}".strip()
+        message, _ = vendor_message(raw, fallback)
+        return error_for_status(response.status, message, parse_retry_after(response.headers))
+
+    async def check(self) -> ProviderHealth:
+        timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
+        try:
+            async with self._pool().get(self._models_url, timeout=timeout) as response:
+                if response.status < 300:
+                    return ProviderHealth(True, f"HTTP {response.status} from {self._models_url}")
+                return ProviderHealth(False, f"HTTP {response.status} from {self._models_url}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return ProviderHealth(False, f"cannot reach {self._models_url}: {exc!r}")
+
+
+def _chunks(data: str) -> list[ProviderChunk]:
+    """The chunks in one ``data:`` payload; a :class:`Finish` in it only *records* the reason."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError(
+            f"malformed JSON in the stream: {data[:200]!r}", retryable=False, code="stream_error"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise ProviderError(
+            f"unexpected stream data: {data[:200]!r}", retryable=False, code="stream_error"
+        )
+    if "error" in obj:
+        message, error_type = vendor_message(data, "upstream error in the stream")
+        raise ProviderError(
+            message, retryable=error_type in RETRYABLE_ERROR_TYPES, code="stream_error"
+        )
+    out: list[ProviderChunk] = []
+    for choice in obj.get("choices") or ():
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            out.append(TextChunk(content))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            out.append(
+                ToolCallChunk(
+                    index=call.get("index", 0),
+                    call_id=call.get("id"),
+                    name=function.get("name"),
+                    arguments_delta=function.get("arguments") or "",
+                )
+            )
+        legacy = delta.get("function_call")  # the pre-tools API: one call, index 0
+        if legacy:
+            out.append(
+                ToolCallChunk(
+                    index=0, name=legacy.get("name"), arguments_delta=legacy.get("arguments") or ""
+                )
+            )
+        reason = choice.get("finish_reason")
+        if reason:
+            out.append(Finish(_FINISH.get(reason, "stop")))
+    usage = obj.get("usage")
+    if usage:
+        out.append(
+            UsageChunk(
+                input_tokens=usage.get("prompt_tokens") or 0,
+                output_tokens=usage.get("completion_tokens") or 0,
+            )
+        )
+    return out

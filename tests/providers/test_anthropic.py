@@ -1,0 +1,295 @@
+"""AnthropicProvider (the real SDK) against the loopback fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.support.upstream import Behavior, FakeUpstream, ToolCall
+from tokenwire.config import AnthropicProviderSettings
+from tokenwire.providers.anthropic import AnthropicProvider
+from tokenwire.providers.base import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    Message,
+    Provider,
+    ProviderChunk,
+    ProviderError,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
+
+GUARD_S = 10.0
+KEY_ENV = "TOKENWIRE_TEST_ANTHROPIC_KEY"
+REQUEST = GenerationRequest(
+    messages=(
+        Message("system", "be brief"),
+        Message("user", "hi"),
+        Message("assistant", "hello"),
+        Message("system", "use English"),
+        Message("user", "more"),
+    ),
+    max_tokens=64,
+    temperature=0.5,
+    stop=("END",),
+)
+
+MakeProvider = Callable[..., AnthropicProvider]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def make_provider(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[MakeProvider]:
+    # Hermetic: the SDK must take nothing from the developer's environment.
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", KEY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    made: list[AnthropicProvider] = []
+
+    def make(base_url: str | None = None) -> AnthropicProvider:
+        settings = AnthropicProviderSettings(
+            base_url=base_url or upstream.anthropic_base_url,
+            model="fake-claude",
+            api_key_env=KEY_ENV,
+        )
+        provider = AnthropicProvider("claude", settings)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()
+
+
+async def collect(stream: AsyncIterator[ProviderChunk]) -> list[ProviderChunk]:
+    async with asyncio.timeout(GUARD_S):
+        return [chunk async for chunk in stream]
+
+
+async def raises(stream: AsyncIterator[ProviderChunk]) -> tuple[list[ProviderChunk], ProviderError]:
+    seen: list[ProviderChunk] = []
+    with pytest.raises(ProviderError) as info:
+        async with asyncio.timeout(GUARD_S):
+            async for chunk in stream:
+                seen.append(chunk)
+    return seen, info.value
+
+
+async def test_it_is_a_provider(make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    assert isinstance(provider, Provider)
+    assert (provider.name, provider.kind, provider.model) == ("claude", "anthropic", "fake-claude")
+
+
+async def test_text_stream(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    upstream.push(
+        Behavior(tokens=["Hel", "lo\n\nevent: error\n", "", "!"], input_tokens=11, heartbeat=True)
+    )
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks == [
+        Begin(),
+        TextChunk("Hel"),
+        TextChunk("lo\n\nevent: error\n"),
+        TextChunk("!"),
+        UsageChunk(input_tokens=11, output_tokens=4),
+        Finish("stop"),
+    ]
+    assert upstream.completed == 1
+
+
+async def test_request_and_key(
+    upstream: FakeUpstream, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-ant-test")
+    await collect(make_provider().stream(REQUEST))
+    seen = await upstream.wait_requests(1)
+    assert seen.path == "/v1/messages"
+    # The SDK version decides which header carries the key; one of them must.
+    assert seen.headers.get("x-api-key") == "sk-ant-test" or (
+        seen.headers.get("authorization") == "Bearer sk-ant-test"
+    )
+    assert "anthropic-version" in seen.headers
+    assert seen.json["system"] == "be brief\n\nuse English"
+    assert seen.json["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "more"},
+    ]
+    assert seen.json["stream"] is True
+    assert (seen.json["model"], seen.json["max_tokens"]) == ("fake-claude", 64)
+    assert (seen.json["temperature"], seen.json["stop_sequences"]) == (0.5, ["END"])
+
+
+async def test_no_key_no_credentials(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    await collect(make_provider().stream(REQUEST))
+    headers = (await upstream.wait_requests(1)).headers
+    assert "x-api-key" not in headers and "authorization" not in headers
+
+
+@pytest.mark.parametrize(
+    ("vendor", "expected"),
+    [
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
+async def test_finish_reasons(
+    upstream: FakeUpstream, make_provider: MakeProvider, vendor: str, expected: str
+) -> None:
+    upstream.push(Behavior(finish_reason=vendor))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[-1] == Finish(expected)  # type: ignore[arg-type]
+
+
+async def test_tool_use_blocks(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    calls = [
+        ToolCall(name="search", arguments=['{"q": ', '"tea"}'], call_id="toolu_a"),
+        ToolCall(name="clock", arguments=["{}"], call_id="toolu_b"),
+    ]
+    upstream.push(Behavior(tokens=["Looking."], tool_calls=calls))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[:2] == [Begin(), TextChunk("Looking.")]
+    # The text block is content block 0; tool calls still count from 0.
+    assert [c for c in chunks if isinstance(c, ToolCallChunk)] == [
+        ToolCallChunk(index=0, call_id="toolu_a", name="search"),
+        ToolCallChunk(index=0, arguments_delta='{"q": '),
+        ToolCallChunk(index=0, arguments_delta='"tea"}'),
+        ToolCallChunk(index=1, call_id="toolu_b", name="clock"),
+        ToolCallChunk(index=1, arguments_delta="{}"),
+    ]
+    assert chunks[-2:] == [UsageChunk(5, 1), Finish("tool_calls")]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable", "retry_after"),
+    [
+        (429, "rate_limited", True, 3.0),
+        (500, "server_error", True, None),
+        (529, "server_error", True, None),
+        (400, "bad_request", False, None),
+        (401, "auth", False, None),
+        (403, "auth", False, None),
+        (404, "bad_request", False, None),
+    ],
+)
+async def test_status_errors(
+    upstream: FakeUpstream,
+    make_provider: MakeProvider,
+    status: int,
+    code: str,
+    retryable: bool,
+    retry_after: float | None,
+) -> None:
+    header = None if retry_after is None else str(int(retry_after))
+    upstream.push(Behavior(status=status, retry_after=header, error_message="vendor words"))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == []
+    assert (error.code, error.retryable, error.status, error.retry_after) == (
+        code,
+        retryable,
+        status,
+        retry_after,
+    )
+    assert error.message == "vendor words"
+    assert len(upstream.requests) == 1  # the SDK's own retries are off
+
+
+@pytest.mark.parametrize("behavior", [Behavior(no_end_marker=True), Behavior(cut_after=2)])
+async def test_truncated_stream_ends_without_finish(
+    upstream: FakeUpstream, make_provider: MakeProvider, behavior: Behavior
+) -> None:
+    upstream.push(behavior)
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[:3] == [Begin(), TextChunk("Hello"), TextChunk(",")]
+    assert not any(isinstance(c, Finish | UsageChunk) for c in chunks)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "retryable"),
+    [("overloaded_error", True), ("api_error", True), ("invalid_request_error", False)],
+)
+async def test_error_event_mid_stream(
+    upstream: FakeUpstream, make_provider: MakeProvider, error_type: str, retryable: bool
+) -> None:
+    upstream.push(Behavior(error_event_after=1, error_type=error_type, error_message="Overloaded"))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == [Begin(), TextChunk("Hello")]
+    assert (error.code, error.retryable, error.message) == ("stream_error", retryable, "Overloaded")
+
+
+async def test_malformed_json_is_a_stream_error(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(malformed_after=1))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == [Begin(), TextChunk("Hello")]
+    assert (error.code, error.retryable) == ("stream_error", False)
+
+
+async def test_aclose_mid_stream_closes_the_upstream_connection(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(hang_after=1))
+    stream = make_provider().stream(REQUEST)
+    async with asyncio.timeout(GUARD_S):
+        assert await anext(stream) == Begin()
+        assert await anext(stream) == TextChunk("Hello")
+        await stream.aclose()  # type: ignore[attr-defined]
+        await upstream.wait_client_disconnect()
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_connection(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(hang_after=0))
+    provider = make_provider()
+    begun = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in provider.stream(REQUEST):
+            if isinstance(chunk, Begin):
+                begun.set()
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(GUARD_S):
+        await begun.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await upstream.wait_client_disconnect()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_a_retryable_connect_error(make_provider: MakeProvider) -> None:
+    provider = make_provider(base_url=f"http://127.0.0.1:{free_port()}")
+    seen, error = await raises(provider.stream(REQUEST))
+    assert seen == []
+    assert (error.code, error.retryable, error.status) == ("connect", True, None)
+
+
+async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    assert (await provider.check()).reachable
+    assert (await upstream.wait_requests(1)).path == "/v1/models"
+    upstream.push(Behavior(status=503))
+    assert not (await provider.check()).reachable
+    refused = make_provider(base_url=f"http://127.0.0.1:{free_port()}")
+    assert not (await refused.check()).reachable

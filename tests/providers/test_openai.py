@@ -1,0 +1,309 @@
+"""OpenAIProvider against the loopback fake upstream: chunks, end markers, errors, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.support.upstream import Behavior, FakeUpstream, ToolCall
+from tokenwire.config import OpenAIProviderSettings
+from tokenwire.providers.base import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    Message,
+    Provider,
+    ProviderChunk,
+    ProviderError,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
+from tokenwire.providers.openai import OpenAIProvider, error_for_status, parse_retry_after
+
+GUARD_S = 10.0
+REQUEST = GenerationRequest(
+    messages=(Message("system", "be brief"), Message("user", "hi")),
+    max_tokens=64,
+    temperature=0.2,
+    stop=("\n\n",),
+)
+
+MakeProvider = Callable[..., OpenAIProvider]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def make_provider(upstream: FakeUpstream) -> AsyncIterator[MakeProvider]:
+    made: list[OpenAIProvider] = []
+
+    def make(base_url: str | None = None, **settings: object) -> OpenAIProvider:
+        config = OpenAIProviderSettings(
+            base_url=base_url or upstream.openai_base_url,
+            model="fake-model",
+            api_key_env="TOKENWIRE_TEST_OPENAI_KEY",
+            **settings,  # type: ignore[arg-type]
+        )
+        provider = OpenAIProvider("gpt", config)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        await provider.aclose()
+
+
+async def collect(stream: AsyncIterator[ProviderChunk]) -> list[ProviderChunk]:
+    async with asyncio.timeout(GUARD_S):
+        return [chunk async for chunk in stream]
+
+
+async def raises(stream: AsyncIterator[ProviderChunk]) -> tuple[list[ProviderChunk], ProviderError]:
+    seen: list[ProviderChunk] = []
+    with pytest.raises(ProviderError) as info:
+        async with asyncio.timeout(GUARD_S):
+            async for chunk in stream:
+                seen.append(chunk)
+    return seen, info.value
+
+
+def text(chunks: list[ProviderChunk]) -> str:
+    return "".join(c.text for c in chunks if isinstance(c, TextChunk))
+
+
+async def test_it_is_a_provider(make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    assert isinstance(provider, Provider)
+    assert (provider.name, provider.kind, provider.model) == ("gpt", "openai", "fake-model")
+
+
+async def test_text_stream(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    tokens = ["Hel", "lo\n\ndata: [DONE]\n\n", "", " wörld"]
+    upstream.push(Behavior(tokens=tokens, input_tokens=9, output_tokens=3, heartbeat=True))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks == [
+        Begin(),
+        TextChunk("Hel"),
+        TextChunk("lo\n\ndata: [DONE]\n\n"),
+        TextChunk(" wörld"),  # the empty delta is skipped
+        UsageChunk(input_tokens=9, output_tokens=3),
+        Finish("stop"),
+    ]
+    assert upstream.completed == 1
+
+
+async def test_request_body_and_headers(
+    upstream: FakeUpstream, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENWIRE_TEST_OPENAI_KEY", "sk-test-123")
+    await collect(make_provider(headers={"X-Extra": "yes"}).stream(REQUEST))
+    seen = await upstream.wait_requests(1)
+    assert seen.path == "/v1/chat/completions"
+    assert seen.headers["authorization"] == "Bearer sk-test-123"
+    assert seen.headers["x-extra"] == "yes"
+    assert seen.json == {
+        "model": "fake-model",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "stop": ["\n\n"],
+    }
+
+
+async def test_no_key_no_authorization_header(
+    upstream: FakeUpstream, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOKENWIRE_TEST_OPENAI_KEY", raising=False)
+    await collect(make_provider().stream(REQUEST))
+    assert "authorization" not in (await upstream.wait_requests(1)).headers
+
+
+@pytest.mark.parametrize(
+    ("vendor", "expected"),
+    [("length", "length"), ("content_filter", "content_filter"), ("function_call", "tool_calls")],
+)
+async def test_finish_reasons(
+    upstream: FakeUpstream, make_provider: MakeProvider, vendor: str, expected: str
+) -> None:
+    upstream.push(Behavior(finish_reason=vendor))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[-1] == Finish(expected)  # type: ignore[arg-type]
+
+
+async def test_tool_call_deltas(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    calls = [
+        ToolCall(name="search", arguments=['{"q": ', '"tea"', "}"], call_id="call_a"),
+        ToolCall(name="clock", arguments=["{}"], call_id="call_b"),
+    ]
+    upstream.push(Behavior(tokens=["Let me look."], tool_calls=calls))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[:2] == [Begin(), TextChunk("Let me look.")]
+    assert [c for c in chunks if isinstance(c, ToolCallChunk)] == [
+        ToolCallChunk(index=0, call_id="call_a", name="search"),
+        ToolCallChunk(index=0, arguments_delta='{"q": '),
+        ToolCallChunk(index=0, arguments_delta='"tea"'),
+        ToolCallChunk(index=0, arguments_delta="}"),
+        ToolCallChunk(index=1, call_id="call_b", name="clock"),
+        ToolCallChunk(index=1, arguments_delta="{}"),
+    ]
+    assert chunks[-1] == Finish("tool_calls")
+
+
+async def test_rate_limited_before_the_stream(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(status=429, retry_after="7", error_message="slow down"))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == []
+    assert (error.code, error.retryable, error.status, error.retry_after) == (
+        "rate_limited",
+        True,
+        429,
+        7.0,
+    )
+    assert "slow down" in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (500, "server_error", True),
+        (503, "server_error", True),
+        (408, "server_error", True),
+        (400, "bad_request", False),
+        (404, "bad_request", False),
+        (422, "bad_request", False),
+        (401, "auth", False),
+        (403, "auth", False),
+    ],
+)
+async def test_status_errors(
+    upstream: FakeUpstream, make_provider: MakeProvider, status: int, code: str, retryable: bool
+) -> None:
+    upstream.push(Behavior(status=status, error_message=f"vendor says {status}"))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == []
+    assert (error.code, error.retryable, error.status) == (code, retryable, status)
+    assert error.message == f"vendor says {status}"
+    assert error.retry_after is None
+
+
+def test_status_table_and_retry_after() -> None:
+    assert error_for_status(529, "x").code == "server_error"
+    assert error_for_status(409, "x").retryable
+    assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    date = parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert date == 0.0  # in the past
+
+
+@pytest.mark.parametrize("behavior", [Behavior(no_end_marker=True), Behavior(cut_after=2)])
+async def test_truncated_stream_ends_without_finish(
+    upstream: FakeUpstream, make_provider: MakeProvider, behavior: Behavior
+) -> None:
+    upstream.push(behavior)
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[0] == Begin()
+    assert not any(isinstance(c, Finish) for c in chunks)
+    assert text(chunks).startswith("Hello,")
+
+
+@pytest.mark.parametrize(
+    ("error_type", "retryable"), [("server_error", True), ("invalid_request_error", False)]
+)
+async def test_mid_stream_error_object(
+    upstream: FakeUpstream, make_provider: MakeProvider, error_type: str, retryable: bool
+) -> None:
+    upstream.push(Behavior(error_event_after=1, error_type=error_type, error_message="boom"))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert seen == [Begin(), TextChunk("Hello")]
+    assert (error.code, error.retryable, error.message) == ("stream_error", retryable, "boom")
+
+
+async def test_malformed_json_is_a_stream_error(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(malformed_after=2))
+    seen, error = await raises(make_provider().stream(REQUEST))
+    assert text(seen) == "Hello,"
+    assert (error.code, error.retryable) == ("stream_error", False)
+
+
+async def test_aclose_mid_stream_closes_the_upstream_connection(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(hang_after=1))
+    stream = make_provider().stream(REQUEST)
+    async with asyncio.timeout(GUARD_S):
+        assert await anext(stream) == Begin()
+        assert await anext(stream) == TextChunk("Hello")
+        await stream.aclose()  # type: ignore[attr-defined]
+        await upstream.wait_client_disconnect()
+    assert upstream.disconnects == 1
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_connection(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    upstream.push(Behavior(hang_after=0))
+    provider = make_provider()
+    begun = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in provider.stream(REQUEST):
+            if isinstance(chunk, Begin):
+                begun.set()
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(GUARD_S):
+        await begun.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await upstream.wait_client_disconnect()
+
+
+async def test_the_pool_is_reused(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    for _ in range(3):
+        assert (await collect(provider.stream(REQUEST)))[-1] == Finish("stop")
+    # One client port for all three: the connection went back to the pool after [DONE].
+    assert len({r.peer for r in upstream.requests}) == 1
+    assert provider._session is not None and provider._session.connector is not None
+    assert provider._session.connector.limit == 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_a_retryable_connect_error(make_provider: MakeProvider) -> None:
+    provider = make_provider(base_url=f"http://127.0.0.1:{free_port()}/v1")
+    seen, error = await raises(provider.stream(REQUEST))
+    assert seen == []
+    assert (error.code, error.retryable, error.status) == ("connect", True, None)
+
+
+async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    assert (await provider.check()).reachable
+    assert (await upstream.wait_requests(1)).path == "/v1/models"
+    upstream.push(Behavior(status=503))
+    assert not (await provider.check()).reachable
+    refused = make_provider(base_url=f"http://127.0.0.1:{free_port()}/v1")
+    assert not (await refused.check()).reachable
