@@ -248,3 +248,25 @@ async def test_tokenwire_mounts_in_an_existing_fastapi_app() -> None:
         async with client.stream("POST", "/tw/v1/streams", json={"prompt": "x"}) as response:
             done = check_invariants(await read_sse(response))
     assert isinstance(done, Done) and done.reason is Reason.STOP
+
+
+async def test_client_disconnect_closes_a_real_upstream_connection() -> None:
+    from tokenwire import Settings
+
+    from ..support.upstream import Behavior, FakeUpstream
+
+    async with FakeUpstream() as up:
+        up.push(Behavior(tokens=["a", "b"], hang_after=1))
+        config = Settings(
+            providers={"up": {"kind": "openai", "base_url": up.openai_base_url,
+                              "api_key_env": None}},
+            routes={"default": {"providers": ["up"]}},
+        )
+        async with live_server(config) as live:
+            async with live.client.stream("POST", "/v1/streams", json={"prompt": "x"}) as response:
+                decoder = SSEDecoder()
+                async for chunk in response.aiter_bytes():
+                    if any(m.event == "text.delta" for m in decoder.feed(chunk)):
+                        break
+            async with asyncio.timeout(10):
+                await up.wait_client_disconnect()
