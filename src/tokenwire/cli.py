@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", help="use a running server (e.g. http://127.0.0.1:8000)")
     chat.add_argument("--route", help="route name (default: the config's default route)")
     chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--script", help="for a scripted route: the script, as JSON")
     chat.set_defaults(func=_chat)
 
     providers = sub.add_parser("providers", help="list providers and whether each is reachable")
@@ -110,6 +112,8 @@ def _chat(args: argparse.Namespace) -> int:
         body["route"] = args.route
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
+    if args.script:
+        body["script"] = json.loads(args.script)
     runner = _chat_remote(args.url, body) if args.url else _chat_embedded(args.config, body)
     terminal = asyncio.run(runner)
     return 0 if isinstance(terminal, Done) else 1

@@ -92,8 +92,9 @@ async def test_keepalives_do_not_count_against_the_idle_deadline(upstream: FakeU
     # deadline must fire even though bytes keep flowing.
     upstream.push(Behavior(tokens=["a", "b"], heartbeat=True, hang_after=1))
     async with Engine(relay_settings(upstream)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi",
-                                                  "deadlines": {"idle_s": 0.2}}).events()]
+        events = [
+            e async for e in engine.submit({"prompt": "hi", "deadlines": {"idle_s": 0.2}}).events()
+        ]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.TIMEOUT_IDLE
 
@@ -168,10 +169,18 @@ async def test_fallback_to_the_next_provider_before_the_first_token() -> None:
         healthy.push(Behavior(tokens=["from", " backup"]))
         settings = Settings(
             providers={
-                "a": {"kind": "openai", "base_url": broken.openai_base_url, "model": "a",
-                      "api_key_env": None},
-                "b": {"kind": "anthropic", "base_url": healthy.anthropic_base_url,
-                      "model": "b", "api_key_env": None},
+                "a": {
+                    "kind": "openai",
+                    "base_url": broken.openai_base_url,
+                    "model": "a",
+                    "api_key_env": None,
+                },
+                "b": {
+                    "kind": "anthropic",
+                    "base_url": healthy.anthropic_base_url,
+                    "model": "b",
+                    "api_key_env": None,
+                },
             },
             routes={"default": {"providers": ["a", "b"]}},
             retry={"attempts_per_provider": 2, "backoff_initial_s": 0.001},
@@ -186,10 +195,15 @@ async def test_fallback_to_the_next_provider_before_the_first_token() -> None:
 async def test_tool_call_deltas_from_an_openai_upstream(upstream: FakeUpstream) -> None:
     from ..support.upstream import ToolCall
 
-    upstream.push(Behavior(tokens=[], tool_calls=[
-        ToolCall(name="weather", arguments=['{"city"', ': "Oslo"}'], call_id="c1"),
-        ToolCall(name="time", arguments=["{}"], call_id="c2"),
-    ]))
+    upstream.push(
+        Behavior(
+            tokens=[],
+            tool_calls=[
+                ToolCall(name="weather", arguments=['{"city"', ': "Oslo"}'], call_id="c1"),
+                ToolCall(name="time", arguments=["{}"], call_id="c2"),
+            ],
+        )
+    )
     async with Engine(relay_settings(upstream)) as engine:
         events = [e async for e in engine.submit({"prompt": "hi"}).events()]
     check_invariants(events)

@@ -258,8 +258,9 @@ async def test_client_disconnect_closes_a_real_upstream_connection() -> None:
     async with FakeUpstream() as up:
         up.push(Behavior(tokens=["a", "b"], hang_after=1))
         config = Settings(
-            providers={"up": {"kind": "openai", "base_url": up.openai_base_url,
-                              "api_key_env": None}},
+            providers={
+                "up": {"kind": "openai", "base_url": up.openai_base_url, "api_key_env": None}
+            },
             routes={"default": {"providers": ["up"]}},
         )
         async with live_server(config) as live:

@@ -1,0 +1,160 @@
+"""The ``tokenwire`` command, run as its users run it: a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tokenwire.protocol import SSEDecoder, decode_event
+
+SCRIPTED = """
+scripted = true
+default_route = "scripted"
+
+[providers.s]
+kind = "scripted"
+
+[routes.default]
+providers = ["s"]
+"""
+
+TOKENWIRE = [sys.executable, "-m", "tokenwire.cli"]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "tokenwire.toml"
+    path.write_text(SCRIPTED)
+    return path
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *TOKENWIRE,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.fixture
+async def served(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    proc = await _spawn("serve", "--config", str(config), "--port", "0")
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        line = (await proc.stdout.readline()).decode()
+    assert line.startswith("tokenwire serving on http://127.0.0.1:"), line
+    url = line.split()[-1]
+    yield proc, url
+    if proc.returncode is None:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_serve_prints_its_url_and_streams(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    _, url = served
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        async with client.stream("POST", "/v1/streams", json={"prompt": "x"}) as response:
+            decoder = SSEDecoder()
+            events = [
+                decode_event(m.data)
+                async for chunk in response.aiter_bytes()
+                for m in decoder.feed(chunk)
+            ]
+    assert events[-1].type == "done"
+
+
+async def test_sigterm_ends_streams_in_flight_with_shutdown(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    proc, url = served
+    body = {"prompt": "x", "script": {"tokens": ["a"], "fault": {"kind": "hang", "at": 1}}}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with client.stream("POST", "/v1/streams", json=body) as response:
+            decoder = SSEDecoder()
+            events = []
+            async for chunk in response.aiter_bytes():
+                for message in decoder.feed(chunk):
+                    event = decode_event(message.data)
+                    events.append(event)
+                    if event.type == "text.delta":
+                        proc.send_signal(signal.SIGTERM)
+    assert events[-1].type == "done"
+    assert events[-1].reason.value == "shutdown"  # type: ignore[union-attr]
+    async with asyncio.timeout(30):
+        # uvicorn re-raises the signal once it has shut down: death by SIGTERM is the clean exit.
+        assert await proc.wait() in (0, -signal.SIGTERM)
+
+
+async def test_chat_streams_and_reports_ttft_and_rate(config: Path) -> None:
+    proc = await _spawn("chat", "hello", "--config", str(config))
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert out.decode().strip() == "Hello from the scripted provider."
+    assert "TTFT" in err.decode() and "tokens/s" in err.decode()
+
+
+async def test_chat_ctrl_c_cancels_the_turn_cleanly(config: Path) -> None:
+    script = orjson.dumps({"tokens": ["partial"], "fault": {"kind": "hang", "at": 1}}).decode()
+    proc = await _spawn("chat", "hello", "--config", str(config), "--script", script)
+    assert proc.stdout is not None and proc.stderr is not None
+    async with asyncio.timeout(60):
+        assert await proc.stdout.readexactly(len("partial")) == b"partial"
+        proc.send_signal(signal.SIGINT)
+        _, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert "cancelled" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_chat_through_a_running_server(
+    served: tuple[asyncio.subprocess.Process, str], config: Path
+) -> None:
+    _, url = served
+    proc = await _spawn("chat", "hello", "--url", url)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.decode().strip() == "Hello from the scripted provider."
+
+
+async def test_providers_lists_reachability(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        SCRIPTED
+        + """
+[providers.dead]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "NO_SUCH_KEY"
+"""
+    )
+    proc = await _spawn("providers", "--config", str(path))
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    lines = out.decode().splitlines()
+    assert proc.returncode == 1
+    assert any(line.startswith("s ") and " yes " in line for line in lines)
+    assert any(line.startswith("dead ") and " NO " in line for line in lines)
+
+
+async def test_a_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[routes.default]\nproviders = ["missing"]\n')
+    proc = await _spawn("serve", "--config", str(path))
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert "missing" in err.decode() and "Traceback" not in err.decode()
