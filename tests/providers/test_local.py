@@ -1,0 +1,236 @@
+"""The local provider against the real packaged Gemma 3 270M model (llama.cpp, CPU).
+
+One provider (one model load) serves the module. Tests that need the model held by a turn do it
+deterministically: a consumer that stops reading leaves the worker blocked on the full bridge,
+so the model stays busy for as long as the test wants, with no timing involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from tokenwire.config import LocalProviderSettings
+from tokenwire.providers.base import (
+    Begin,
+    Finish,
+    GenerationRequest,
+    Message,
+    Provider,
+    ProviderChunk,
+    ProviderError,
+    TextChunk,
+    UsageChunk,
+)
+from tokenwire.providers.local import LocalProvider, TurnRecord
+from tokenwire.providers.transcript import render, stop_sequences
+
+pytestmark = pytest.mark.model
+
+GUARD_S = 60.0
+TIPS = "Give me three tips for writing clear emails."
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[LocalProvider]:
+    # max_waiting=1: one turn may queue behind the running one, a third is refused.
+    local = LocalProvider("local", LocalProviderSettings(n_threads=2, max_waiting=1))
+    asyncio.run(local.start())
+    yield local
+    asyncio.run(local.aclose())
+
+
+def ask(question: str, max_tokens: int = 64, temperature: float | None = 0.0) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("user", question),), max_tokens=max_tokens, temperature=temperature
+    )
+
+
+async def collect(stream: AsyncIterator[ProviderChunk]) -> list[ProviderChunk]:
+    return [chunk async for chunk in stream]
+
+
+def record_of(provider: LocalProvider, request: GenerationRequest) -> TurnRecord:
+    return next(turn for turn in provider.turns if turn.request is request)
+
+
+async def wait_ended(turn: TurnRecord) -> None:
+    assert await asyncio.to_thread(turn.ended.wait, GUARD_S), "the worker never ended the turn"
+
+
+async def wait_waiting(provider: LocalProvider, count: int) -> None:
+    # A queued turn registers synchronously in its first step; a few loop yields suffice.
+    for _ in range(1000):
+        if provider.waiting >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"expected {count} waiting turns, saw {provider.waiting}")
+
+
+def assert_idle(provider: LocalProvider) -> None:
+    assert provider.waiting == 0 and not any(not t.ended.is_set() for t in provider.turns)
+
+
+async def test_is_a_provider(provider: LocalProvider) -> None:
+    assert isinstance(provider, Provider)
+    assert (provider.kind, provider.name, provider.model) == ("local", "local", "gemma-3-270m")
+    health = await provider.check()
+    assert health.reachable and "loaded" in health.detail
+
+
+async def test_a_short_turn_streams_text_then_usage_then_finish(provider: LocalProvider) -> None:
+    chunks = await asyncio.wait_for(collect(provider.stream(ask(TIPS))), GUARD_S)
+    assert chunks[0] == Begin()
+    texts = [c for c in chunks if isinstance(c, TextChunk)]
+    assert len(texts) >= 5
+    assert all(c.text for c in texts)
+    assert not texts[0].text[0].isspace()  # the space after "Assistant:" is stripped
+    assert isinstance(chunks[-2], UsageChunk) and chunks[-1] == Finish("stop")
+    assert chunks[1:-2] == texts  # nothing else in between
+
+
+async def test_text_is_exactly_what_llama_generates(provider: LocalProvider) -> None:
+    request = ask(TIPS)
+    chunks = await collect(provider.stream(request))
+    streamed = "".join(c.text for c in chunks if isinstance(c, TextChunk))
+
+    def direct(llm: Any) -> str:
+        out = llm.create_completion(
+            render(request.messages),
+            max_tokens=64,
+            temperature=0.0,
+            repeat_penalty=1.15,
+            stop=stop_sequences(),
+        )
+        return str(out["choices"][0]["text"])
+
+    assert streamed == (await provider.call(direct)).lstrip()
+
+
+async def test_usage_counts_prompt_and_generated_tokens(provider: LocalProvider) -> None:
+    request = ask(TIPS, max_tokens=5)
+    chunks = await collect(provider.stream(request))
+    usage = next(c for c in chunks if isinstance(c, UsageChunk))
+    assert chunks[-1] == Finish("length")
+    assert usage.output_tokens == 5 and not usage.estimated
+    prompt = render(request.messages).encode()
+    expected = await provider.call(
+        lambda llm: len(llm.tokenize(prompt, add_bos=True, special=True))
+    )
+    assert usage.input_tokens == expected > 50  # preamble + few-shot + question
+
+
+async def test_aclose_stops_generation_within_one_token(provider: LocalProvider) -> None:
+    request = ask("Count from 1 to 20.", max_tokens=200)
+    stream = provider.stream(request)
+    assert await anext(stream) == Begin()
+    for _ in range(3):
+        assert isinstance(await anext(stream), TextChunk)
+    await stream.aclose()
+    turn = record_of(provider, request)
+    await wait_ended(turn)
+    assert turn.tokens_at_cancel is not None, "the turn ended before the cancel"
+    assert turn.tokens - turn.tokens_at_cancel <= 1
+    # The model is free again and serves the next turn to its end.
+    chunks = await asyncio.wait_for(collect(provider.stream(ask(TIPS))), GUARD_S)
+    assert chunks[-1] == Finish("stop")
+    assert_idle(provider)
+
+
+async def test_cancelling_the_consumer_task_stops_generation(provider: LocalProvider) -> None:
+    request = ask("Count from 1 to 20.", max_tokens=200)
+    got_text = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in provider.stream(request):
+            if isinstance(chunk, TextChunk):
+                got_text.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(got_text.wait(), GUARD_S)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    turn = record_of(provider, request)
+    await wait_ended(turn)
+    assert turn.tokens_at_cancel is not None
+    assert turn.tokens - turn.tokens_at_cancel <= 1
+
+
+async def test_concurrent_turns_are_serialized_and_both_complete(provider: LocalProvider) -> None:
+    first, second = ask(TIPS), ask("What is the capital of Japan?")
+    results = await asyncio.wait_for(
+        asyncio.gather(collect(provider.stream(first)), collect(provider.stream(second))), GUARD_S
+    )
+    for chunks in results:
+        assert chunks[0] == Begin() and chunks[-1] == Finish("stop")
+        assert any(isinstance(c, TextChunk) for c in chunks)
+    a, b = record_of(provider, first), record_of(provider, second)
+    assert a.ended_at is not None and b.started_at is not None
+    assert a.ended_at <= b.started_at  # the second waited for the model
+    assert_idle(provider)
+
+
+async def test_a_turn_cancelled_while_queued_never_runs(provider: LocalProvider) -> None:
+    holder_request = ask(TIPS)
+    holder = provider.stream(holder_request)
+    assert await anext(holder) == Begin()  # holds the model: we stop reading, its buffer fills
+    queued_request = ask("What is the capital of Japan?")
+    queued = asyncio.create_task(collect(provider.stream(queued_request)))
+    await wait_waiting(provider, 1)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    skipped = record_of(provider, queued_request)
+    assert skipped.ended.is_set() and provider.waiting == 0  # its slot is released at once
+    rest = await asyncio.wait_for(collect(holder), GUARD_S)
+    assert rest[-1] == Finish("stop")
+    after = await asyncio.wait_for(collect(provider.stream(ask(TIPS, max_tokens=3))), GUARD_S)
+    assert after[-1] == Finish("length")
+    assert not skipped.ran and skipped.started_at is None
+    assert_idle(provider)
+
+
+async def test_overflowing_max_waiting_is_refused_as_overloaded(provider: LocalProvider) -> None:
+    holder = provider.stream(ask(TIPS))
+    assert await anext(holder) == Begin()
+    queued = asyncio.create_task(collect(provider.stream(ask("What is the capital of Japan?"))))
+    try:
+        await wait_waiting(provider, 1)
+        with pytest.raises(ProviderError) as caught:
+            # Refused at once; were it queued instead, it would wait for the held model forever.
+            await asyncio.wait_for(anext(provider.stream(ask("One too many?"))), 10)
+        assert caught.value.code == "overloaded" and caught.value.retryable
+    finally:
+        await holder.aclose()
+    queued_chunks = await asyncio.wait_for(queued, GUARD_S)
+    assert queued_chunks[-1] == Finish("stop")
+    assert_idle(provider)
+
+
+async def test_a_prompt_longer_than_the_context_fails_as_bad_request(
+    provider: LocalProvider,
+) -> None:
+    received: list[ProviderChunk] = []
+    with pytest.raises(ProviderError) as caught:
+        async for chunk in provider.stream(ask("word " * 3000)):
+            received.append(chunk)
+    assert caught.value.code == "bad_request" and not caught.value.retryable
+    assert received == []  # refused before Begin: nothing was accepted
+    assert_idle(provider)
+
+
+async def test_aclose_ends_live_turns_and_refuses_new_ones() -> None:
+    local = LocalProvider("closing", LocalProviderSettings(n_threads=2))
+    stream = local.stream(ask(TIPS))
+    assert await asyncio.wait_for(anext(stream), GUARD_S) == Begin()  # loads on first use
+    await local.aclose()
+    with pytest.raises(ProviderError) as caught:
+        await collect(stream)
+    assert caught.value.code == "shutdown"
+    with pytest.raises(ProviderError):
+        await anext(local.stream(ask(TIPS)))
+    assert (await local.check()).reachable  # the packaged model is still there to load
