@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tokenwire.bus import MemoryEventLog, ResumeUnavailable, UnknownStream
+from tokenwire.bus import MemoryEventLog, ResumeUnavailable, UnknownStream, follow
 from tokenwire.protocol import Done, Event, Reason, Start, TextDelta, TurnLifecycle
 
 
@@ -30,7 +30,7 @@ def _done(lc: TurnLifecycle) -> Event:
 
 
 async def _read_all(log: MemoryEventLog, after: int = 0) -> list[Event]:
-    return [e async for batch in log.follow("s", after) for e in batch]
+    return [e async for batch in follow(log.follower("s", after)) for e in batch]
 
 
 async def test_replay_then_live_without_gap_or_duplicate() -> None:
@@ -105,3 +105,29 @@ def test_unknown_and_duplicate_streams() -> None:
     log.open("s")
     with pytest.raises(ValueError):
         log.open("s")
+
+
+async def test_wake_ends_a_wait_without_events() -> None:
+    log = MemoryEventLog()
+    log.open("s")
+    follower = log.follower("s")
+    waiting = asyncio.create_task(follower.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    follower.wake()
+    await waiting
+    assert follower.take() == [] and not follower.finished
+
+
+async def test_take_advances_the_cursor_and_sees_the_end() -> None:
+    log = MemoryEventLog()
+    log.open("s")
+    lc, events = _events(2)
+    for e in events:
+        log.append("s", e)
+    follower = log.follower("s", after_seq=1)
+    assert [e.seq for e in follower.take()] == [2, 3]
+    assert follower.cursor == 3 and follower.take() == []
+    log.append("s", _done(lc))
+    assert [e.type for e in follower.take()] == ["done"]
+    assert follower.finished

@@ -5,8 +5,9 @@ Readers never get events from the producer directly: they read the log from a cu
 cursor, not a copy; a late joiner replays; and the producer never waits for a reader.
 
 Shaped to fit more than memory: ``append`` is synchronous and never blocks the producer (a
-networked backend buffers and pipelines its writes), and ``follow`` yields *batches*, so a
-reader that is behind writes many events in one send.
+networked backend buffers and pipelines its writes); a :class:`Follower` hands out what has
+arrived without awaiting (``take``) and waits separately (``wait``), so a reader that is behind
+writes many events in one send, and a reader can be woken for its own reasons (a heartbeat).
 """
 
 from __future__ import annotations
@@ -34,6 +35,33 @@ class UnknownStream(KeyError):
     """No stream with that id is held (never existed, or expired)."""
 
 
+class Follower(Protocol):
+    """One reader's cursor into one stream."""
+
+    @property
+    def cursor(self) -> int:
+        """The seq of the last event taken (the ``after_seq`` to resume from)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once the terminal event has been taken: nothing more will come."""
+        ...
+
+    def take(self) -> list[Event]:
+        """Every event after the cursor that has arrived (maybe none); advances the cursor.
+        Raises :class:`ResumeUnavailable` if the cursor fell out of the log."""
+        ...
+
+    async def wait(self) -> None:
+        """Return when events may have arrived after the cursor, or :meth:`wake` was called."""
+        ...
+
+    def wake(self) -> None:
+        """Make a pending (or the next) :meth:`wait` return now."""
+        ...
+
+
 class EventLog(Protocol):
     def open(self, stream_id: str) -> None:
         """Create an empty log for a new stream."""
@@ -51,8 +79,20 @@ class EventLog(Protocol):
         """The seq of the last event appended (0 for none). Raises :class:`UnknownStream`."""
         ...
 
-    def follow(self, stream_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
-        """Replay the events after ``after_seq`` and follow live, in batches, until the
-        terminal event has been yielded. Raises :class:`UnknownStream` or
-        :class:`ResumeUnavailable`."""
+    def follower(self, stream_id: str, after_seq: int = 0) -> Follower:
+        """A cursor after ``after_seq``. Raises :class:`UnknownStream`."""
         ...
+
+
+async def follow(follower: Follower) -> AsyncIterator[list[Event]]:
+    """Replay then follow live, in batches, until the terminal event has been yielded."""
+    while True:
+        batch = follower.take()
+        if batch:
+            yield batch
+            if follower.finished:
+                return
+        elif follower.finished:
+            return
+        else:
+            await follower.wait()

@@ -8,32 +8,77 @@ finished stream is dropped ``retention_s`` after its terminal event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 from ..protocol import Event, is_terminal
 from .log import ResumeUnavailable, UnknownStream
 
 
 class _Stream:
-    __slots__ = ("events", "first_seq", "head", "terminal", "waiter")
+    __slots__ = ("events", "first_seq", "followers", "head", "terminal")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.first_seq = 1
         self.head = 0
         self.terminal: Event | None = None
-        self.waiter: asyncio.Future[None] | None = None
+        self.followers: set[MemoryFollower] = set()
+
+
+class MemoryFollower:
+    """A cursor into a :class:`MemoryEventLog` stream; see :class:`~tokenwire.bus.Follower`."""
+
+    __slots__ = ("_cursor", "_finished", "_stream", "_stream_id", "_waiter", "_woken")
+
+    def __init__(self, stream_id: str, stream: _Stream, after_seq: int) -> None:
+        self._stream_id = stream_id
+        self._stream = stream
+        self._cursor = after_seq
+        self._finished = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def take(self) -> list[Event]:
+        stream = self._stream
+        cursor = self._cursor
+        if cursor < stream.first_seq - 1:
+            raise ResumeUnavailable(self._stream_id, cursor, stream.first_seq)
+        if cursor >= stream.head:
+            if stream.terminal is not None:
+                self._finished = True
+            return []
+        batch = stream.events[cursor - stream.first_seq + 1 :]
+        self._cursor = stream.head
+        if stream.terminal is not None:
+            self._finished = True
+        return batch
+
+    async def wait(self) -> None:
+        if self._woken or self._cursor < self._stream.head or self._finished:
+            self._woken = False
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._stream.followers.add(self)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            self._woken = False
+            self._stream.followers.discard(self)
 
     def wake(self) -> None:
-        waiter, self.waiter = self.waiter, None
+        self._woken = True
+        waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    async def changed(self) -> None:
-        if self.waiter is None:
-            self.waiter = asyncio.get_running_loop().create_future()
-        # shield: one reader giving up (cancelled) must not cancel the others' wait.
-        await asyncio.shield(self.waiter)
 
 
 class MemoryEventLog:
@@ -67,7 +112,9 @@ class MemoryEventLog:
         if is_terminal(event):
             stream.terminal = event
             asyncio.get_running_loop().call_later(self._retention_s, self._expire, stream_id)
-        stream.wake()
+        if stream.followers:
+            for follower in list(stream.followers):
+                follower.wake()
 
     def terminal(self, stream_id: str) -> Event | None:
         return self._get(stream_id).terminal
@@ -75,21 +122,8 @@ class MemoryEventLog:
     def head(self, stream_id: str) -> int:
         return self._get(stream_id).head
 
-    async def follow(self, stream_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
-        stream = self._get(stream_id)
-        cursor = after_seq
-        while True:
-            if cursor < stream.first_seq - 1:
-                raise ResumeUnavailable(stream_id, cursor, stream.first_seq)
-            if cursor < stream.head:
-                start = cursor - stream.first_seq + 1
-                batch = stream.events[start:]
-                cursor = stream.head
-                yield batch
-                continue
-            if stream.terminal is not None:
-                return
-            await stream.changed()
+    def follower(self, stream_id: str, after_seq: int = 0) -> MemoryFollower:
+        return MemoryFollower(stream_id, self._get(stream_id), after_seq)
 
     def _get(self, stream_id: str) -> _Stream:
         try:

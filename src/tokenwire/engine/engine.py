@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..bus import EventLog, MemoryEventLog, UnknownStream
+from ..bus import EventLog, Follower, MemoryEventLog, UnknownStream, follow
 from ..config import LocalProviderSettings, Settings
 from ..protocol import Done, Error, Event, Reason, event_to_dict
 from ..providers import GenerationRequest, Message, Provider
@@ -65,13 +65,17 @@ class TurnHandle:
     def terminal(self) -> Done | Error | None:
         return self._turn.terminal
 
+    def follower(self, after_seq: int = 0) -> Follower:
+        """A cursor into the stream's log, for readers that manage their own waiting."""
+        return self._log.follower(self.stream_id, after_seq)
+
     def batches(self, after_seq: int = 0) -> AsyncIterator[list[Event]]:
         """The stream's events after ``after_seq``, replayed then live, in batches."""
-        return self._log.follow(self.stream_id, after_seq)
+        return follow(self._log.follower(self.stream_id, after_seq))
 
     async def events(self, after_seq: int = 0) -> AsyncIterator[Event]:
         """The stream's events after ``after_seq``, one by one, through the terminal event."""
-        async for batch in self._log.follow(self.stream_id, after_seq):
+        async for batch in follow(self._log.follower(self.stream_id, after_seq)):
             for event in batch:
                 yield event
 

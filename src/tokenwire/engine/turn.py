@@ -123,7 +123,8 @@ class Turn:
         self._first_at: float | None = None
         self._last_content_at = 0.0
         self._stream_end_at: float | None = None
-        self._armed_reason = Reason.TIMEOUT_TOTAL
+        self._content_seen = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self._stop_reason: Reason | None = None
         self._running = False
         self._usage: UsageChunk | None = None
@@ -185,6 +186,7 @@ class Turn:
                 )
             )
             self._emit(Status(phase=Phase.QUEUED))
+            self._watch()
             if self._stop_reason is not None:
                 outcome = _Outcome(self._stop_reason, "stopped before it started")
             else:
@@ -193,7 +195,12 @@ class Turn:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            outcome = _Outcome(self._stop_reason or Reason.SHUTDOWN, "stopped")
+            reason = self._stop_reason or Reason.SHUTDOWN
+            outcome = _Outcome(
+                reason,
+                _DEADLINE_MESSAGES.get(reason, "stopped"),
+                retryable=not reason.is_stop_request,
+            )
         except Exception as exc:
             logger.exception("turn %s failed inside tokenwire", self.stream_id)
             outcome = _Outcome(Reason.UPSTREAM_ERROR, f"internal error: {type(exc).__name__}")
@@ -205,9 +212,7 @@ class Turn:
         for provider in plan.providers:
             for try_no in range(1, plan.attempts_per_provider + 1):
                 if try_no > 1:
-                    waited = await self._backoff(try_no, last)
-                    if waited is not None:
-                        return waited
+                    await self._backoff(try_no)
                 self.attempts += 1
                 outcome = await self._attempt(provider, self.attempts)
                 self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
@@ -222,58 +227,39 @@ class Turn:
         assert last is not None, "a route has at least one provider"
         return last
 
-    async def _backoff(self, try_no: int, last: _Outcome | None) -> _Outcome | None:
-        """Sleep before a retry, with jitter; a deadline passing meanwhile ends the turn."""
+    async def _backoff(self, try_no: int) -> None:
+        """Sleep before a retry, with jitter (a deadline passing meanwhile stops the turn)."""
         plan = self.plan
         delay = min(plan.backoff_max_s, plan.backoff_initial_s * 2 ** (try_no - 2))
-        delay *= 0.5 + random.random() / 2
-        until = min(self._first_token_at, self._total_at)
-        if self._loop.time() + delay >= until:
-            reason = (
-                Reason.TIMEOUT_FIRST_TOKEN
-                if self._first_token_at <= self._total_at
-                else Reason.TIMEOUT_TOTAL
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(until if math.isfinite(until) else None):
-                    await asyncio.sleep(delay)
-            message = f"deadline passed while retrying: {last.message if last else ''}"
-            return _Outcome(reason, message, retryable=True)
-        await asyncio.sleep(delay)
-        return None
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
     async def _attempt(self, provider: Provider, attempt: int) -> _Outcome:
         request = dataclasses.replace(self.plan.generation, attempt=attempt)
         finish: Finish | None = None
         stream = provider.stream(request)
-        timer = asyncio.timeout(None)
+        loop = self._loop
         try:
-            async with timer:
-                self._arm(timer)
-                async for chunk in stream:
-                    now = self._loop.time()
-                    if type(chunk) is TextChunk:
-                        self.tokens += 1
-                        self._last_content_at = now
-                        self._text(chunk.text, now)
-                        self._arm(timer)
-                    elif type(chunk) is Begin:
-                        if self._begin_at is None:
-                            self._begin_at = time.perf_counter()
-                            self._emit(Status(phase=Phase.GENERATING))
-                    elif type(chunk) is ToolCallChunk:
-                        self._last_content_at = now
-                        self._tool_call(chunk)
-                        self._arm(timer)
-                    elif type(chunk) is UsageChunk:
-                        self._usage = chunk
-                    elif type(chunk) is Finish:
-                        finish = chunk
-                        break
-        except TimeoutError as exc:
-            if timer.expired():
-                return _Outcome(self._armed_reason, _DEADLINE_MESSAGES[self._armed_reason], True)
-            return _Outcome(Reason.UPSTREAM_ERROR, f"upstream timed out: {exc}", True)
+            async for chunk in stream:
+                if type(chunk) is TextChunk:
+                    self.tokens += 1
+                    now = self._last_content_at = loop.time()
+                    if not self._content_seen:
+                        self._first_content()
+                    self._text(chunk.text, now)
+                elif type(chunk) is Begin:
+                    if self._begin_at is None:
+                        self._begin_at = time.perf_counter()
+                        self._emit(Status(phase=Phase.GENERATING))
+                elif type(chunk) is ToolCallChunk:
+                    self._last_content_at = loop.time()
+                    if not self._content_seen:
+                        self._first_content()
+                    self._tool_call(chunk)
+                elif type(chunk) is UsageChunk:
+                    self._usage = chunk
+                elif type(chunk) is Finish:
+                    finish = chunk
+                    break
         except ProviderError as exc:
             return _Outcome(Reason.UPSTREAM_ERROR, exc.message, exc.retryable, provider.model)
         except (LocalProtocolError, asyncio.CancelledError):
@@ -295,15 +281,40 @@ class Turn:
             )
         return _Outcome(_FINISH_REASONS[finish.reason], model=provider.model)
 
-    def _arm(self, timer: asyncio.Timeout) -> None:
-        if self._first_at is None and not self._tool_calls:
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _deadline(self) -> tuple[float, Reason]:
+        """The deadline in force now: first-token until content arrived, then idle; total
+        whenever it comes first."""
+        if not self._content_seen:
             at, reason = self._first_token_at, Reason.TIMEOUT_FIRST_TOKEN
         else:
             at, reason = self._last_content_at + self.plan.idle_s, Reason.TIMEOUT_IDLE
         if self._total_at <= at:
             at, reason = self._total_at, Reason.TIMEOUT_TOTAL
-        self._armed_reason = reason
-        timer.reschedule(at if math.isfinite(at) else None)
+        return at, reason
+
+    def _first_content(self) -> None:
+        """The first-token deadline is met; the idle one takes over (re-arm the watchdog)."""
+        self._content_seen = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch()
+
+    def _watch(self) -> None:
+        """The deadline watchdog. Content only moves a float (``_last_content_at``); this timer
+        fires at the deadline it last saw, re-arms itself if the deadline moved, and otherwise
+        stops the turn with the timeout as its reason. One timer per turn, not one per token."""
+        self._watchdog = None
+        if self.terminal is not None or self._stop_reason is not None:
+            return
+        at, reason = self._deadline()
+        if not math.isfinite(at):
+            return
+        if self._loop.time() >= at - _CLOCK_SLACK_S:
+            self.stop(reason)
+            return
+        self._watchdog = self._loop.call_at(at, self._watch)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -351,6 +362,9 @@ class Turn:
     # -- the end ---------------------------------------------------------------------------
 
     def _finish(self, outcome: _Outcome) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -487,6 +501,9 @@ class Turn:
         timings["total"] = ms(now - t0)
         return timings
 
+
+_CLOCK_SLACK_S = 0.001
+"""A timer may fire up to this early (uvloop's clock counts milliseconds)."""
 
 _DEADLINE_MESSAGES = {
     Reason.TIMEOUT_FIRST_TOKEN: "no token arrived before the first-token deadline",

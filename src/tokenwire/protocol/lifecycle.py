@@ -23,7 +23,7 @@ import dataclasses
 from enum import Enum
 
 from .errors import LocalProtocolError
-from .events import Event, TextDelta, TextDone
+from .events import EVENT_TYPES, Event, TextDelta, TextDone
 
 
 class TurnState(Enum):
@@ -72,6 +72,14 @@ _TRANSITIONS: dict[TurnState, dict[str, TurnState]] = {
         "done": _S.CLOSED,
     },
     _S.CLOSED: {},
+}
+
+
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(
+        f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("stream_id", "seq")
+    )
+    for cls in EVENT_TYPES.values()
 }
 
 
@@ -140,4 +148,8 @@ class TurnLifecycle:
             self._visible = True
         self._seq += 1
         self._state = next_state
-        return dataclasses.replace(draft, stream_id=self.stream_id, seq=self._seq)
+        # A new event (drafts may be reused), built directly: dataclasses.replace costs twice
+        # as much, and this runs for every token.
+        cls = type(draft)
+        names = _PAYLOAD_FIELDS[cls]
+        return cls(stream_id=self.stream_id, seq=self._seq, **{n: getattr(draft, n) for n in names})

@@ -9,38 +9,33 @@ lifespan of a mounted sub-app, so the host must own it).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
 from ..engine import Engine
 from .body import read_json_object
-from .errors import install_error_handlers
+from .errors import error_response, install_error_handlers, to_api_error
 from .sse import EventStreamResponse
 from .ws import serve_websocket
+
+logger = logging.getLogger("tokenwire.server")
 
 
 def create_router(engine: Engine) -> APIRouter:
     """tokenwire's endpoints, ready for ``app.include_router``."""
     router = APIRouter()
-    settings = engine.settings
 
     @router.post("/v1/streams", response_model=None)
     async def start_stream(request: Request) -> Any:
-        body = await read_json_object(request, settings.limits.max_body_bytes)
-        handle = engine.submit(body)
-        return EventStreamResponse(
-            handle,
-            metrics=engine.metrics,
-            heartbeat_s=settings.server.heartbeat_s,
-            send_timeout_s=settings.limits.slow_client_send_timeout_s,
-            max_lag_events=settings.limits.slow_client_lag_events,
-        )
+        return await stream_response(engine, request)
 
     @router.get("/v1/streams")
     async def list_streams(
@@ -74,6 +69,48 @@ def create_router(engine: Engine) -> APIRouter:
     return router
 
 
+async def stream_response(engine: Engine, request: Request) -> EventStreamResponse:
+    """``POST /v1/streams``: validate the body, start the turn, answer with its SSE stream."""
+    settings = engine.settings
+    body = await read_json_object(request, settings.limits.max_body_bytes)
+    handle = engine.submit(body)
+    return EventStreamResponse(
+        handle,
+        metrics=engine.metrics,
+        heartbeat_s=settings.server.heartbeat_s,
+        send_timeout_s=settings.limits.slow_client_send_timeout_s,
+        max_lag_events=settings.limits.slow_client_lag_events,
+    )
+
+
+class TokenwireApp(FastAPI):
+    """The standalone app. ``POST /v1/streams`` (the hot path) is answered before FastAPI's
+    middleware stack: every SSE write would otherwise pass through four ``send`` wrappers.
+    Its errors get the same JSON bodies as every other endpoint."""
+
+    engine: Engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/v1/streams"
+            and (scope["method"] == "POST")
+        ):
+            await self._start_stream(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _start_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response: Response = await stream_response(self.engine, Request(scope, receive))
+        except Exception as exc:
+            err = to_api_error(exc)
+            if err.status >= 500:
+                logger.exception("POST /v1/streams failed", exc_info=exc)
+            response = error_response(err.status, err.code, err.message, err.headers)
+        await response(scope, receive, send)
+
+
 @contextlib.asynccontextmanager
 async def engine_lifespan(engine: Engine) -> AsyncIterator[None]:
     """Open the engine for the app's lifetime; on shutdown stop its turns (reason
@@ -85,7 +122,7 @@ async def engine_lifespan(engine: Engine) -> AsyncIterator[None]:
         await engine.aclose()
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> TokenwireApp:
     """A standalone tokenwire ASGI app (FastAPI)."""
     engine = engine if engine is not None else Engine(settings)
 
@@ -94,13 +131,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         async with engine_lifespan(engine):
             yield
 
-    app = FastAPI(
+    app = TokenwireApp(
         title="tokenwire",
         version=__version__,
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
     )
+    app.engine = engine
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(create_router(engine))

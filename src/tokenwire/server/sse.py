@@ -1,10 +1,14 @@
 """The SSE response: follows a stream's event log and writes it to one HTTP client.
 
-Two tasks per response, raced: the writer (log → socket, heartbeats while quiet) and the
-listener (waits for ``http.disconnect``). Whichever finishes first ends the other, as
-Starlette's ``StreamingResponse`` does. The reader's memory is a cursor: events wait in the
-log, not in a per-connection queue. A reader that cannot keep up (a send blocked past
-``send_timeout_s``, or more than ``max_lag_events`` behind a live turn) is disconnected.
+Two tasks per response, raced: the writer (log → socket) and the listener (waits for
+``http.disconnect``); whichever finishes first ends the other, as Starlette's
+``StreamingResponse`` does. The reader's memory is a cursor: events wait in the log, not in a
+per-connection queue.
+
+Timekeeping costs one timer per connection per tick, never one per event: a watchdog wakes every
+``tick_s`` to send a heartbeat comment when nothing was written for ``heartbeat_s``, and to
+disconnect a reader whose send has been blocked (TCP back-pressure) for ``send_timeout_s``. A
+reader more than ``max_lag_events`` behind a live turn is disconnected too.
 
 When the client that started the turn goes away before the terminal event, the turn is stopped
 with reason ``client_gone``, which aborts the upstream.
@@ -15,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ..bus import Follower
 from ..engine import TurnHandle
 from ..engine.metrics import EngineMetrics
-from ..protocol import Event, Reason, encode_sse_comment, encode_sse_event, is_terminal
+from ..protocol import Event, Reason, encode_sse_comment, encode_sse_event
 
 logger = logging.getLogger("tokenwire.sse")
 
@@ -58,81 +62,97 @@ class EventStreamResponse(Response):
         self._after_seq = after_seq
         self._cancel_on_disconnect = cancel_on_disconnect
         self.terminal_sent = False
+        self._follower: Follower | None = None
+        self._writer: asyncio.Future[None] | None = None
+        self._last_write = 0.0
+        self._send_started: float | None = None
+        self._heartbeat_due = False
+        self._slow = False
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [*SSE_HEADERS, (b"x-tokenwire-stream-id", self.handle.stream_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        writer = asyncio.ensure_future(self._write(send))
+        loop = asyncio.get_running_loop()
+        self._follower = self.handle.follower(self._after_seq)
+        self._last_write = loop.time()
+        tick_s = min(self._heartbeat_s, self._send_timeout_s) / 4
+        self._watchdog = loop.call_later(tick_s, self._tick, tick_s)
+        self._writer = writer = asyncio.ensure_future(self._write(send))
         listener = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             await asyncio.wait((writer, listener), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             for task in (writer, listener):
                 task.cancel()
             for task in (writer, listener):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._slow:
+                self._metrics.slow_client_disconnects.inc()
             if not self.terminal_sent and self._cancel_on_disconnect:
                 self.handle.cancel(Reason.CLIENT_GONE)
 
+    def _tick(self, tick_s: float) -> None:
+        """The per-connection watchdog: heartbeats and the send timeout, off the hot path."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        if self._send_started is not None and now - self._send_started >= self._send_timeout_s:
+            logger.info(
+                "stream %s: a send blocked for %.0f s; disconnecting the reader",
+                self.handle.stream_id,
+                now - self._send_started,
+            )
+            self._slow = True
+            writer.cancel()
+            return
+        if self._send_started is None and now - self._last_write >= self._heartbeat_s:
+            self._heartbeat_due = True
+            if self._follower is not None:
+                self._follower.wake()
+        self._watchdog = loop.call_later(tick_s, self._tick, tick_s)
+
     async def _write(self, send: Send) -> None:
-        cursor = self._after_seq
+        follower = self._follower
+        assert follower is not None
+        loop = asyncio.get_running_loop()
         caught_up = False
-        events: AsyncIterator[list[Event]] | None = None
         while True:
-            if events is None:
-                events = self.handle.batches(cursor)
-            try:
-                batch = await _next_within(events, self._heartbeat_s)
-            except StopAsyncIteration:
-                break
-            if batch is None:
-                events = None  # the timeout closed it; the next one starts from the cursor
-                if not await self._send(send, _HEARTBEAT):
+            batch = follower.take()
+            if batch:
+                if caught_up and len(batch) > self._max_lag and not follower.finished:
+                    logger.info(
+                        "stream %s: reader %d events behind; disconnecting it",
+                        self.handle.stream_id,
+                        len(batch),
+                    )
+                    self._slow = True
                     return
+                caught_up = True
+                await self._send(send, _frames(batch), loop)
+                if follower.finished:
+                    self.terminal_sent = True
+                    break
                 continue
-            if caught_up and len(batch) > self._max_lag and not is_terminal(batch[-1]):
-                logger.info(
-                    "stream %s: reader %d events behind; disconnecting it",
-                    self.handle.stream_id,
-                    len(batch),
-                )
-                self._metrics.slow_client_disconnects.inc()
-                return
-            caught_up = True
-            cursor = batch[-1].seq
-            if not await self._send(send, _frames(batch)):
-                return
-            if is_terminal(batch[-1]):
-                self.terminal_sent = True
+            if follower.finished:
                 break
+            if self._heartbeat_due:
+                self._heartbeat_due = False
+                await self._send(send, _HEARTBEAT, loop)
+                continue
+            await follower.wait()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send(self, send: Send, body: bytes) -> bool:
-        try:
-            async with asyncio.timeout(self._send_timeout_s):
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        except TimeoutError:
-            logger.info(
-                "stream %s: send blocked for %.0f s; disconnecting the reader",
-                self.handle.stream_id,
-                self._send_timeout_s,
-            )
-            self._metrics.slow_client_disconnects.inc()
-            return False
-        except OSError:
-            return False
-        return True
-
-
-async def _next_within(events: AsyncIterator[list[Event]], timeout_s: float) -> list[Event] | None:
-    """The next batch, or None when ``timeout_s`` passes first (time for a heartbeat). The
-    iterator is restarted by the caller from its cursor, so losing it to the timeout is free."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await anext(events)
-    except TimeoutError:
-        return None
+    async def _send(self, send: Send, body: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        self._send_started = loop.time()
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        self._send_started = None
+        self._last_write = loop.time()
 
 
 def _frames(batch: list[Event]) -> bytes:
