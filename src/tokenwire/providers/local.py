@@ -270,18 +270,26 @@ class LocalProvider:
         turn.started_at = time.monotonic()
         request = turn.request
         # Fitted before Begin: a prompt that cannot fit is refused, not accepted then failed.
+        tokenized: dict[str, list[int]] = {}
+
+        def count_tokens(text: str) -> int:
+            ids = tokenized[text] = llm.tokenize(text.encode(), add_bos=True, special=True)
+            return len(ids)
+
         fitted = fit_prompt(
             request.messages,
             max_tokens=request.max_tokens,
             n_ctx=self._settings.n_ctx,
-            count_tokens=lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True)),
+            count_tokens=count_tokens,
         )
         turn.prompt_tokens = fitted.prompt_tokens
         if not bridge.put(Begin()):
             return
         temperature = request.temperature
         parts = llm.create_completion(
-            fitted.prompt,
+            # The token ids fit_prompt already computed (the same tokenization llama would do
+            # for the string): tokenizing twice costs about a millisecond of first-token time.
+            tokenized[fitted.prompt],
             stream=True,
             max_tokens=fitted.max_tokens,
             temperature=self._settings.temperature if temperature is None else temperature,
