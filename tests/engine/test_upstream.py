@@ -209,3 +209,23 @@ async def test_tool_call_deltas_from_an_openai_upstream(upstream: FakeUpstream) 
     check_invariants(events)
     calls = [(e.call_id, e.name, e.arguments) for e in events if e.type == "tool.call"]  # type: ignore[union-attr]
     assert calls == [("c1", "weather", '{"city": "Oslo"}'), ("c2", "time", "{}")]
+
+
+async def test_retry_after_is_honoured_then_a_long_one_falls_back() -> None:
+    async with FakeUpstream() as first, FakeUpstream() as second:
+        # Asks for a pause longer than backoff_max_s: no second try here, fall back at once.
+        first.push(Behavior(status=429, retry_after="3600"))
+        second.push(Behavior(status=429, retry_after="0.05"), Behavior(tokens=["ok"]))
+        settings = Settings(
+            providers={
+                "a": {"kind": "openai", "base_url": first.openai_base_url, "api_key_env": None},
+                "b": {"kind": "openai", "base_url": second.openai_base_url, "api_key_env": None},
+            },
+            routes={"default": {"providers": ["a", "b"]}},
+            retry={"attempts_per_provider": 2, "backoff_initial_s": 0.001, "backoff_max_s": 1},
+        )
+        async with Engine(settings) as engine:
+            events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+    done = check_invariants(events)
+    assert isinstance(done, Done) and done.answer == "ok" and done.attempts == 3
+    assert len(first.requests) == 1 and len(second.requests) == 2

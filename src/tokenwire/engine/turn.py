@@ -87,6 +87,8 @@ class _Outcome:
     message: str = ""
     retryable: bool = False
     model: str | None = None
+    retry_after: float | None = None
+    """Seconds the upstream asked us to wait before trying again (``Retry-After``)."""
 
 
 @dataclass(slots=True)
@@ -212,7 +214,7 @@ class Turn:
         for provider in plan.providers:
             for try_no in range(1, plan.attempts_per_provider + 1):
                 if try_no > 1:
-                    await self._backoff(try_no)
+                    await self._backoff(try_no, last)
                 self.attempts += 1
                 outcome = await self._attempt(provider, self.attempts)
                 self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
@@ -224,14 +226,20 @@ class Turn:
                 last = outcome
                 if not outcome.retryable:
                     break
+                if outcome.retry_after is not None and outcome.retry_after > plan.backoff_max_s:
+                    break  # the upstream asks for a longer pause than we wait: fall back now
         assert last is not None, "a route has at least one provider"
         return last
 
-    async def _backoff(self, try_no: int) -> None:
-        """Sleep before a retry, with jitter (a deadline passing meanwhile stops the turn)."""
+    async def _backoff(self, try_no: int, last: _Outcome | None) -> None:
+        """Sleep before a retry: exponential with jitter, or the upstream's ``Retry-After`` when
+        it asked for longer (a deadline passing meanwhile stops the turn)."""
         plan = self.plan
         delay = min(plan.backoff_max_s, plan.backoff_initial_s * 2 ** (try_no - 2))
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        delay *= 0.5 + random.random() / 2
+        if last is not None and last.retry_after is not None:
+            delay = max(delay, last.retry_after)
+        await asyncio.sleep(delay)
 
     async def _attempt(self, provider: Provider, attempt: int) -> _Outcome:
         request = dataclasses.replace(self.plan.generation, attempt=attempt)
@@ -261,7 +269,13 @@ class Turn:
                     finish = chunk
                     break
         except ProviderError as exc:
-            return _Outcome(Reason.UPSTREAM_ERROR, exc.message, exc.retryable, provider.model)
+            return _Outcome(
+                Reason.UPSTREAM_ERROR,
+                exc.message,
+                exc.retryable,
+                provider.model,
+                retry_after=exc.retry_after,
+            )
         except (LocalProtocolError, asyncio.CancelledError):
             raise
         except Exception as exc:
