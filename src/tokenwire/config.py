@@ -127,6 +127,9 @@ class LimitSettings(_Section):
     stream_retention_s: float = Field(
         default=300.0, ge=0, description="finished streams stay readable this long"
     )
+    max_retained_streams: int = Field(
+        default=10_000, ge=0, description="finished streams kept at most (oldest dropped first)"
+    )
     hook_queue_size: int = Field(default=1000, ge=1)
 
 

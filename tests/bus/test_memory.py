@@ -131,3 +131,14 @@ async def test_take_advances_the_cursor_and_sees_the_end() -> None:
     log.append("s", _done(lc))
     assert [e.type for e in follower.take()] == ["done"]
     assert follower.finished
+
+
+async def test_only_the_newest_finished_streams_are_kept() -> None:
+    log = MemoryEventLog(max_finished=2)
+    for name in ("a", "b", "c"):
+        log.open(name)
+        lc = TurnLifecycle(name)
+        log.append(name, lc.send(Start(model="m", route="r", created_at=0.0)))
+        log.append(name, _done(lc))
+    log.open("live")  # a stream in flight is never dropped for space
+    assert "a" not in log and "b" in log and "c" in log and "live" in log

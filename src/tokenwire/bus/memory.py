@@ -1,13 +1,16 @@
 """The in-memory event log: the embedded default.
 
-Bounded twice: each stream keeps at most ``max_events`` events (older ones are trimmed, and a
-cursor older than the oldest held gets :class:`ResumeUnavailable`, never a silent jump), and a
-finished stream is dropped ``retention_s`` after its terminal event.
+Bounded three ways: each stream keeps at most ``max_events`` events (older ones are trimmed,
+and a cursor older than the oldest held gets :class:`ResumeUnavailable`, never a silent jump); a
+finished stream is dropped ``retention_s`` after its terminal event; and at most
+``max_finished`` finished streams are kept at all (the oldest go first), so memory does not grow
+with throughput × retention.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from ..protocol import Event, is_terminal
 from .log import ResumeUnavailable, UnknownStream
@@ -84,10 +87,18 @@ class MemoryFollower:
 class MemoryEventLog:
     """Event logs of every live or recently finished stream of this process."""
 
-    def __init__(self, *, max_events: int = 100_000, retention_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_events: int = 100_000,
+        retention_s: float = 300.0,
+        max_finished: int = 10_000,
+    ) -> None:
         self._max_events = max_events
         self._retention_s = retention_s
+        self._max_finished = max_finished
         self._streams: dict[str, _Stream] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self._streams
@@ -111,6 +122,9 @@ class MemoryEventLog:
             stream.first_seq += drop
         if is_terminal(event):
             stream.terminal = event
+            self._finished[stream_id] = None
+            while len(self._finished) > self._max_finished:
+                self._expire(next(iter(self._finished)))
             asyncio.get_running_loop().call_later(self._retention_s, self._expire, stream_id)
         if stream.followers:
             for follower in list(stream.followers):
@@ -132,4 +146,5 @@ class MemoryEventLog:
             raise UnknownStream(stream_id) from None
 
     def _expire(self, stream_id: str) -> None:
+        self._finished.pop(stream_id, None)
         self._streams.pop(stream_id, None)

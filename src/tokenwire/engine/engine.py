@@ -112,7 +112,9 @@ class Engine:
         }
         self.providers: dict[str, Provider] = {**configured, **(providers or {})}
         self.log: EventLog = log or MemoryEventLog(
-            max_events=limits.max_stream_events, retention_s=limits.stream_retention_s
+            max_events=limits.max_stream_events,
+            retention_s=limits.stream_retention_s,
+            max_finished=limits.max_retained_streams,
         )
         self.metrics = EngineMetrics()
         self.hooks = Hooks(
