@@ -155,3 +155,18 @@ def test_whatever_is_attempted_the_accepted_stream_is_well_formed(names: list[st
     for i, event in enumerate(accepted):
         if event.type == "error":
             assert not any(e.type in ("text.delta", "tool.call") for e in accepted[:i])
+
+
+def test_text_delta_fast_path_follows_the_same_rules() -> None:
+    lc = TurnLifecycle("s")
+    with pytest.raises(LocalProtocolError):
+        lc.text_delta("before start")
+    lc.send(_start())
+    with pytest.raises(LocalProtocolError):
+        lc.text_delta("")
+    event = lc.text_delta("hi")
+    assert (event.type, event.stream_id, event.seq, event.delta) == ("text.delta", "s", 2, "hi")
+    assert lc.visible and lc.streamed_text == "hi"
+    lc.send(TextDone(text="hi"))
+    with pytest.raises(LocalProtocolError):
+        lc.text_delta("late")

@@ -4,7 +4,7 @@ Bounded three ways: each stream keeps at most ``max_events`` events (older ones 
 and a cursor older than the oldest held gets :class:`ResumeUnavailable`, never a silent jump); a
 finished stream is dropped ``retention_s`` after its terminal event; and at most
 ``max_finished`` finished streams are kept at all (the oldest go first), so memory does not grow
-with throughput × retention.
+with throughput x retention.
 """
 
 from __future__ import annotations

@@ -122,6 +122,11 @@ class Hooks:
         self._subs.append(sub)
         return sub
 
+    @property
+    def active(self) -> bool:
+        """True when anyone is subscribed (lets the hot path skip offering to nobody)."""
+        return bool(self._subs)
+
     def remove(self, sub: Subscription) -> None:
         with contextlib.suppress(ValueError):
             self._subs.remove(sub)

@@ -31,7 +31,6 @@ from ..protocol import (
     Reason,
     Start,
     Status,
-    TextDelta,
     TextDone,
     ToolCall,
     TurnLifecycle,
@@ -335,7 +334,8 @@ class Turn:
     def _emit(self, draft: Event) -> Event:
         event = self.lifecycle.send(draft)
         self._log.append(self.stream_id, event)
-        self._hooks.offer(event)
+        if self._hooks.active:
+            self._hooks.offer(event)
         return event
 
     def _text(self, text: str, now: float) -> None:
@@ -362,7 +362,10 @@ class Turn:
         if self._first_at is None:
             self._first_at = time.perf_counter()
             self._metrics.ttft.observe(self._first_at - self._p0)
-        self._emit(TextDelta(delta=text))
+        event = self.lifecycle.text_delta(text)
+        self._log.append(self.stream_id, event)
+        if self._hooks.active:
+            self._hooks.offer(event)
 
     def _tool_call(self, chunk: ToolCallChunk) -> None:
         parts = self._tool_calls.setdefault(chunk.index, _ToolCallParts())

@@ -128,6 +128,19 @@ class TurnLifecycle:
     def can_send(self, event_type: str) -> bool:
         return event_type in _TRANSITIONS[self._state]
 
+    def text_delta(self, text: str) -> TextDelta:
+        """``send(TextDelta(delta=text))`` without the draft: the per-token path builds one
+        event instead of two. Same rules, same table."""
+        next_state = _TRANSITIONS[self._state].get("text.delta")
+        if next_state is None or not text:
+            self.send(TextDelta(delta=text))  # raises, with the full explanation
+            raise AssertionError("unreachable")
+        self._deltas.append(text)
+        self._visible = True
+        self._seq += 1
+        self._state = next_state
+        return TextDelta(delta=text, stream_id=self.stream_id, seq=self._seq)
+
     def send(self, draft: Event) -> Event:
         """Accept a draft event: check the transition, stamp ``stream_id`` and the next ``seq``."""
         next_state = _TRANSITIONS[self._state].get(draft.type)
