@@ -170,3 +170,25 @@ def test_text_delta_fast_path_follows_the_same_rules() -> None:
     lc.send(TextDone(text="hi"))
     with pytest.raises(LocalProtocolError):
         lc.text_delta("late")
+
+
+def test_structured_events_never_count_as_visible_output() -> None:
+    from tokenwire.protocol import StructuredDone, StructuredPartial
+
+    lc = TurnLifecycle("s")
+    lc.send(_start())
+    lc.send(StructuredPartial(data={"a": 1}))
+    lc.send(StructuredDone(data={"a": 1}))
+    assert lc.state is TurnState.ACCEPTED and not lc.visible
+    lc.send(_error())  # the text call failed before any text: still an honest error
+    assert lc.closed
+
+
+def test_structured_events_may_follow_text_done() -> None:
+    lc = TurnLifecycle("s")
+    lc.send(_start())
+    lc.send(TextDelta(delta="x"))
+    lc.send(TextDone(text="x"))
+    lc.send(StructuredError(code="json_invalid", message="m"))
+    lc.send(_done())
+    assert lc.closed

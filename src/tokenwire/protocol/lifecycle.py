@@ -2,13 +2,17 @@
 
 ::
 
-    IDLE ──start──▶ ACCEPTED ──text.delta | tool.* | structured.partial/done──▶ STREAMING
-                       │  ▲ status, usage,                         │  ▲ status, usage, deltas,
-                       │  └ structured.error                       │  └ tool.*, structured.*
-                       │                                           │
-                       ├──text.done──▶ TEXT_DONE ◀──text.done──────┘
+    IDLE ──start──▶ ACCEPTED ──text.delta | tool.call | tool.result──▶ STREAMING
+                       │  ▲ status, usage,                          │  ▲ status, usage,
+                       │  └ structured.*                            │  └ content, structured.*
+                       │                                            │
+                       ├──text.done──▶ TEXT_DONE ◀──text.done───────┘
                        │                  │ status, usage, structured.*
                        ├──done | error──▶ CLOSED ◀──done──┘ (and STREAMING ──done──▶ CLOSED)
+
+``structured.*`` events belong to the system channel: they may arrive in any open state (the
+``parallel`` strategy can finish its data before the text starts) and never count as visible
+output, so they neither move the state nor prevent a retry of the text call.
 
 ``error`` is only possible from ACCEPTED: once anything visible was delivered (STREAMING) or the
 text was declared finished (TEXT_DONE), a turn can only end with ``done`` (partial when it was
@@ -39,38 +43,46 @@ _CONTENT = {
     "text.delta": _S.STREAMING,
     "tool.call": _S.STREAMING,
     "tool.result": _S.STREAMING,
-    "structured.partial": _S.STREAMING,
-    "structured.done": _S.STREAMING,
 }
+"""Visible output: once any of these reached the stream, the turn cannot be retried."""
+
+_STRUCTURED = ("structured.partial", "structured.done", "structured.error")
+"""The system channel's events. Allowed until the terminal event; they never make a turn
+"visible" (a retry of the text call cannot duplicate them), so they never change the state."""
+
+
+def _with_structured(state: TurnState, table: dict[str, TurnState]) -> dict[str, TurnState]:
+    return {**table, **dict.fromkeys(_STRUCTURED, state)}
+
 
 # The one table: (state, event type) → next state. Anything not listed is forbidden.
 _TRANSITIONS: dict[TurnState, dict[str, TurnState]] = {
     _S.IDLE: {"start": _S.ACCEPTED},
-    _S.ACCEPTED: {
-        "status": _S.ACCEPTED,
-        "usage": _S.ACCEPTED,
-        "structured.error": _S.ACCEPTED,
-        **_CONTENT,
-        "text.done": _S.TEXT_DONE,
-        "done": _S.CLOSED,
-        "error": _S.CLOSED,
-    },
-    _S.STREAMING: {
-        "status": _S.STREAMING,
-        "usage": _S.STREAMING,
-        "structured.error": _S.STREAMING,
-        **_CONTENT,
-        "text.done": _S.TEXT_DONE,
-        "done": _S.CLOSED,
-    },
-    _S.TEXT_DONE: {
-        "status": _S.TEXT_DONE,
-        "usage": _S.TEXT_DONE,
-        "structured.partial": _S.TEXT_DONE,
-        "structured.done": _S.TEXT_DONE,
-        "structured.error": _S.TEXT_DONE,
-        "done": _S.CLOSED,
-    },
+    _S.ACCEPTED: _with_structured(
+        _S.ACCEPTED,
+        {
+            "status": _S.ACCEPTED,
+            "usage": _S.ACCEPTED,
+            **_CONTENT,
+            "text.done": _S.TEXT_DONE,
+            "done": _S.CLOSED,
+            "error": _S.CLOSED,
+        },
+    ),
+    _S.STREAMING: _with_structured(
+        _S.STREAMING,
+        {
+            "status": _S.STREAMING,
+            "usage": _S.STREAMING,
+            **_CONTENT,
+            "text.done": _S.TEXT_DONE,
+            "done": _S.CLOSED,
+        },
+    ),
+    _S.TEXT_DONE: _with_structured(
+        _S.TEXT_DONE,
+        {"status": _S.TEXT_DONE, "usage": _S.TEXT_DONE, "done": _S.CLOSED},
+    ),
     _S.CLOSED: {},
 }
 
