@@ -234,3 +234,35 @@ async def test_aclose_ends_live_turns_and_refuses_new_ones() -> None:
     with pytest.raises(ProviderError):
         await anext(local.stream(ask(TIPS)))
     assert (await local.check()).reachable  # the packaged model is still there to load
+
+
+SENTIMENT = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "topic": {"type": "string", "maxLength": 30},
+    },
+    "required": ["sentiment", "topic"],
+}
+
+
+async def test_an_extraction_call_is_grammar_constrained_json(provider: LocalProvider) -> None:
+    import json
+
+    request = GenerationRequest(
+        messages=(
+            Message(
+                "user",
+                "Text: The delivery was late and the box was broken.\n"
+                "Extract the sentiment and topic of the text as JSON.",
+            ),
+        ),
+        max_tokens=80,
+        temperature=0.0,
+        json_schema=SENTIMENT,
+    )
+    chunks = await collect(provider.stream(request))
+    data = json.loads("".join(c.text for c in chunks if isinstance(c, TextChunk)))
+    assert data["sentiment"] in ("positive", "negative", "neutral")
+    assert isinstance(data["topic"], str) and len(data["topic"]) <= 30
+    assert isinstance(chunks[-1], Finish)

@@ -307,3 +307,21 @@ async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> Non
     assert not (await provider.check()).reachable
     refused = make_provider(base_url=f"http://127.0.0.1:{free_port()}/v1")
     assert not (await refused.check()).reachable
+
+
+async def test_an_extraction_call_asks_for_structured_output(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    import dataclasses
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    base = GenerationRequest(messages=(Message("user", "hi"),), max_tokens=10)
+    provider = make_provider()
+    await collect(provider.stream(dataclasses.replace(base, json_schema=schema)))
+    await collect(provider.stream(base))
+    with_schema, plain = upstream.requests
+    assert with_schema.json["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "extraction", "schema": schema},
+    }
+    assert "response_format" not in plain.json

@@ -41,6 +41,10 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     script: Mapping[str, Any] | None = None
     """Only for the scripted provider: tokens, delays and faults (see ``scripted.Script``)."""
+    json_schema: Mapping[str, Any] | None = None
+    """An extraction call: the output must be JSON matching this schema. Providers constrain
+    decoding where they can (llama.cpp's JSON-schema grammar, OpenAI's ``response_format``);
+    the others rely on the prompt, and the caller validates either way."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     attempt: int = 1
     """The turn's attempt number: 1 for its first upstream call, counting every retry and

@@ -15,11 +15,12 @@ one more token is computed; a turn still queued is skipped and never touches the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,13 @@ from .base import (
     UsageChunk,
 )
 from .bridge import Bridge
-from .transcript import PromptTooLong, fit_prompt, stop_sequences
+from .transcript import (
+    FittedPrompt,
+    PromptTooLong,
+    fit_prompt,
+    render_extraction,
+    stop_sequences,
+)
 
 T = TypeVar("T")
 
@@ -87,6 +94,10 @@ class TurnRecord:
             return self.tokens_at_cancel is not None
 
 
+_LOOSE_JSON_CHAR = 'char ::= [^"\\\\]'
+_STRICT_JSON_CHAR = 'char ::= [^"\\\\\\x00-\\x1F\\x7F]'
+
+
 class LocalProvider:
     """Runs a GGUF model in-process; see the module docstring for threading and cancel."""
 
@@ -104,6 +115,7 @@ class LocalProvider:
         self._occupancy = 0  # turns submitted and not yet done: the running one + the queue
         self._live: dict[TurnRecord, Bridge[ProviderChunk]] = {}
         self._closed = False
+        self._grammars: dict[str, Any] = {}  # touched only on the worker thread
         self.turns: deque[TurnRecord] = deque(maxlen=64)
         """The most recent turns, oldest first."""
 
@@ -237,6 +249,23 @@ class LocalProvider:
             return ProviderHealth(False, f"packaged Gemma model unavailable: {exc}")
         return ProviderHealth(True, "packaged Gemma 3 270M available (not loaded)")
 
+    def _grammar(self, schema: Mapping[str, Any]) -> Any:
+        """The llama.cpp grammar of a JSON Schema, compiled once per distinct schema."""
+        from llama_cpp import llama_grammar
+
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            gbnf = llama_grammar.json_schema_to_gbnf(key)
+            # llama-cpp-python's string rule admits raw control characters (a newline inside a
+            # string), which is not JSON; exclude them so the output always parses.
+            gbnf = gbnf.replace(_LOOSE_JSON_CHAR, _STRICT_JSON_CHAR)
+            grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+            if len(self._grammars) >= 64:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = grammar
+        return grammar
+
     def _unload(self) -> None:
         llm, self._llm, self._model_file = self._llm, None, None
         if llm is not None:
@@ -276,12 +305,26 @@ class LocalProvider:
             ids = tokenized[text] = llm.tokenize(text.encode(), add_bos=True, special=True)
             return len(ids)
 
-        fitted = fit_prompt(
-            request.messages,
-            max_tokens=request.max_tokens,
-            n_ctx=self._settings.n_ctx,
-            count_tokens=count_tokens,
-        )
+        grammar: Any = None
+        if request.json_schema is not None:
+            # An extraction call: a plain document prompt, no chat stop sequences (a blank line
+            # may sit inside the JSON), and the schema's grammar so the output always parses.
+            prompt = render_extraction(request.messages)
+            prompt_tokens = count_tokens(prompt)
+            room = self._settings.n_ctx - prompt_tokens
+            if room < 1:
+                raise PromptTooLong(f"the extraction prompt needs {prompt_tokens} tokens")
+            fitted = FittedPrompt(prompt, prompt_tokens, min(request.max_tokens, room), 0)
+            grammar = self._grammar(request.json_schema)
+            stops = [stop for stop in request.stop if stop]
+        else:
+            fitted = fit_prompt(
+                request.messages,
+                max_tokens=request.max_tokens,
+                n_ctx=self._settings.n_ctx,
+                count_tokens=count_tokens,
+            )
+            stops = stop_sequences(request.stop)
         turn.prompt_tokens = fitted.prompt_tokens
         if not bridge.put(Begin()):
             return
@@ -294,8 +337,9 @@ class LocalProvider:
             max_tokens=fitted.max_tokens,
             temperature=self._settings.temperature if temperature is None else temperature,
             repeat_penalty=self._settings.repeat_penalty,
-            stop=stop_sequences(request.stop),
+            stop=stops,
             stopping_criteria=StoppingCriteriaList([turn.on_token]),
+            grammar=grammar,
         )
         reason: str | None = None
         started = False  # whether any answer text was sent yet

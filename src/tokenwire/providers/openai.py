@@ -174,6 +174,12 @@ class OpenAIProvider:
             body["temperature"] = request.temperature
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.json_schema is not None:
+            # Structured outputs; not "strict", which would demand every property be required.
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "extraction", "schema": dict(request.json_schema)},
+            }
         return body
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:

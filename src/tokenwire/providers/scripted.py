@@ -76,6 +76,13 @@ class Script(BaseModel):
     usage: bool = True
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list, max_length=32)
     fault: Fault | None = None
+    extraction: Script | None = Field(
+        default=None,
+        description="what to stream for this turn's extraction calls (default: the JSON `{}`)",
+    )
+
+
+_DEFAULT_EXTRACTION = Script(tokens=["{", "}"])
 
 
 def parse_script(raw: Mapping[str, Any] | None) -> Script:
@@ -111,6 +118,8 @@ class ScriptedProvider:
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
         script = parse_script(request.script)
+        if request.json_schema is not None:
+            script = script.extraction or _DEFAULT_EXTRACTION
         return self._run(script, request.attempt, len(request.messages))
 
     async def _run(

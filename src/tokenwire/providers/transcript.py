@@ -65,6 +65,16 @@ def render(messages: Sequence[Message], *, preamble: str = PREAMBLE) -> str:
     return "\n".join(lines)
 
 
+def render_extraction(messages: Sequence[Message]) -> str:
+    """The prompt of an extraction call: the messages as one plain document, ending with
+    ``"JSON:"`` for the model to continue. A base model completes a document better than it
+    follows an instruction, and the JSON-schema grammar then keeps its output valid JSON."""
+    text = "\n".join(m.content.strip() for m in messages if m.content.strip())
+    if not text.rstrip().endswith("JSON:"):
+        text += "\nJSON:"
+    return text
+
+
 def stop_sequences(extra: Sequence[str] = ()) -> list[str]:
     """:data:`STOP_SEQUENCES` plus the request's own, without duplicates or empty strings."""
     merged: list[str] = []
