@@ -30,7 +30,17 @@ class ServerSettings(_Section):
     heartbeat_s: float = Field(default=15.0, gt=0, description="SSE comment interval")
 
 
-class LocalProviderSettings(_Section):
+class _ProviderSection(_Section):
+    """What every provider has: the limits its calls are scheduled under (see
+    ``engine.scheduler``): interactive calls (the user's text) go first, background ones
+    (extraction) wait, with aging so they are never starved."""
+
+    concurrency: int | None = Field(default=None, ge=1, description="calls at once; None: any")
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute budget")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute budget")
+
+
+class LocalProviderSettings(_ProviderSection):
     kind: Literal["local"] = "local"
     model_path: str | None = Field(
         default=None, description="a GGUF file; default: the packaged Gemma 3 270M"
@@ -44,9 +54,12 @@ class LocalProviderSettings(_Section):
         default=64, ge=0, description="turns that may queue for the model before 503"
     )
     preload: bool = Field(default=True, description="load the model when the server starts")
+    concurrency: int | None = Field(
+        default=1, ge=1, description="one model: calls take turns, interactive ones first"
+    )
 
 
-class OpenAIProviderSettings(_Section):
+class OpenAIProviderSettings(_ProviderSection):
     kind: Literal["openai"] = "openai"
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
@@ -56,7 +69,7 @@ class OpenAIProviderSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class AnthropicProviderSettings(_Section):
+class AnthropicProviderSettings(_ProviderSection):
     kind: Literal["anthropic"] = "anthropic"
     base_url: str | None = None
     model: str = "claude-3-5-haiku-latest"
@@ -65,7 +78,7 @@ class AnthropicProviderSettings(_Section):
     max_connections: int = Field(default=1000, ge=1)
 
 
-class ScriptedProviderSettings(_Section):
+class ScriptedProviderSettings(_ProviderSection):
     kind: Literal["scripted"] = "scripted"
     model: str = "scripted"
 
@@ -104,6 +117,22 @@ class RetrySettings(_Section):
     attempts_per_provider: int = Field(default=2, ge=1)
     backoff_initial_s: float = Field(default=0.25, ge=0)
     backoff_max_s: float = Field(default=4.0, ge=0)
+
+
+class SchedulerSettings(_Section):
+    aging_s: float = Field(
+        default=30.0, ge=0, description="a background call waiting this long goes first"
+    )
+
+
+class ExtractionSettings(_Section):
+    """Defaults of the structured channel; a request's ``extraction`` may override some."""
+
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="the whole extraction, re-asks included"
+    )
+    max_tokens: int = Field(default=512, ge=1, description="per extraction call")
+    max_reasks: int = Field(default=2, ge=0, description="re-asks with the validation errors")
 
 
 class LimitSettings(_Section):
@@ -161,6 +190,11 @@ class Settings(BaseSettings):
     coalesce: CoalesceSettings = Field(default_factory=CoalesceSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    schemas: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named JSON Schemas a request can use by name"
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tokenwire import Done, Engine, Error, Event, Reason, TextDelta, TextDone
+from tokenwire.engine.scheduler import Priority
 from tokenwire.protocol import is_terminal
 
 from .conftest import scripted, scripted_settings
@@ -287,3 +288,28 @@ async def test_many_concurrent_turns_each_end_exactly_once(engine: Engine) -> No
     results = await asyncio.gather(*(drain(h) for h in handles))
     reasons = [check_invariants(events) for events in results]
     assert len(reasons) == 40
+
+
+async def test_provider_concurrency_queues_turns_and_reports_the_wait() -> None:
+    settings = scripted_settings(
+        providers={"a": {"kind": "scripted", "concurrency": 1}, "b": {"kind": "scripted"}}
+    )
+    async with Engine(settings) as engine:
+        first = engine.submit(body(tokens=["a"], fault={"kind": "hang", "at": 1}))
+        async for event in first.events():
+            if isinstance(event, TextDelta):
+                break
+        second = engine.submit(body(tokens=["b"]))
+        scheduler = engine.schedulers["a"]
+        for _ in range(100):  # let the second turn reach the scheduler (a few loop steps)
+            if scheduler.stats().waiting[Priority.INTERACTIVE]:
+                break
+            await asyncio.sleep(0)
+        # It waits for the slot: the provider has not been called for it.
+        assert scheduler.stats().waiting[Priority.INTERACTIVE] == 1
+        assert scripted(engine).started == 1
+        first.cancel()
+        done = await second.wait()
+    assert isinstance(done, Done) and done.answer == "b"
+    assert done.timings["scheduler_wait"] > 0
+    assert scripted(engine).started == 2

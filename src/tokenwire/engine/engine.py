@@ -33,6 +33,7 @@ from ..providers.scripted import ScriptedProvider, parse_script
 from .hooks import Hooks
 from .metrics import EngineMetrics
 from .request import DeadlineOverrides, Overloaded, RequestError, TurnRequest
+from .scheduler import ProviderScheduler
 from .turn import Turn, TurnPlan
 
 
@@ -120,6 +121,16 @@ class Engine:
         self.hooks = Hooks(
             queue_size=limits.hook_queue_size, on_drop=lambda _sub: self.metrics.hook_drops.inc()
         )
+        self.schedulers: dict[str, ProviderScheduler] = {
+            name: ProviderScheduler(
+                concurrency=cfg.concurrency,
+                rpm=cfg.rpm,
+                tpm=cfg.tpm,
+                aging_s=self.settings.scheduler.aging_s,
+            )
+            for name, cfg in self.settings.providers.items()
+            if cfg.concurrency is not None or cfg.rpm is not None or cfg.tpm is not None
+        }
         self._turns: dict[str, Turn] = {}
         self._closing = False
 
@@ -301,6 +312,7 @@ class Engine:
             stream_id="tw_" + uuid.uuid4().hex,
             route=route_name,
             providers=chain,
+            schedulers=tuple(self.schedulers.get(name) for name in route.providers),
             generation=GenerationRequest(
                 messages=tuple(messages),
                 max_tokens=max_tokens,

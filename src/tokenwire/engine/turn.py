@@ -50,6 +50,7 @@ from .coalesce import Coalescer
 from .hooks import Hooks
 from .metrics import EngineMetrics
 from .postprocess import canonical_answer
+from .scheduler import Priority, ProviderScheduler
 
 logger = logging.getLogger("tokenwire.turn")
 
@@ -69,6 +70,8 @@ class TurnPlan:
     route: str
     providers: tuple[Provider, ...]
     generation: GenerationRequest
+    schedulers: tuple[ProviderScheduler | None, ...] = ()
+    """One per provider (None: unscheduled); empty: none at all."""
     conversation_id: str | None = None
     first_token_s: float = math.inf
     idle_s: float = math.inf
@@ -109,6 +112,7 @@ class Turn:
         self.created_at = time.time()
         self.tokens = 0
         self.attempts = 0
+        self.scheduler_wait_s = 0.0
         self.model: str | None = plan.providers[0].model if plan.providers else None
         self.terminal: Done | Error | None = None
         self.task: asyncio.Task[None] | None = None
@@ -210,12 +214,13 @@ class Turn:
     async def _generate(self) -> _Outcome:
         plan = self.plan
         last: _Outcome | None = None
-        for provider in plan.providers:
+        schedulers = plan.schedulers or (None,) * len(plan.providers)
+        for provider, scheduler in zip(plan.providers, schedulers, strict=True):
             for try_no in range(1, plan.attempts_per_provider + 1):
                 if try_no > 1:
                     await self._backoff(try_no, last)
                 self.attempts += 1
-                outcome = await self._attempt(provider, self.attempts)
+                outcome = await self._attempt(provider, self.attempts, scheduler)
                 self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
                 if self.lifecycle.visible or outcome.reason not in (
                     Reason.UPSTREAM_ERROR,
@@ -240,7 +245,22 @@ class Turn:
             delay = max(delay, last.retry_after)
         await asyncio.sleep(delay)
 
-    async def _attempt(self, provider: Provider, attempt: int) -> _Outcome:
+    async def _attempt(
+        self, provider: Provider, attempt: int, scheduler: ProviderScheduler | None
+    ) -> _Outcome:
+        """One call of one provider, admitted by its scheduler as interactive work."""
+        if scheduler is None:
+            return await self._stream(provider, attempt)
+        request = self.plan.generation
+        estimate = request.max_tokens + sum(len(m.content) for m in request.messages) // 4
+        async with scheduler.slot(Priority.INTERACTIVE, tokens=estimate) as grant:
+            self.scheduler_wait_s += grant.waited_s
+            outcome = await self._stream(provider, attempt)
+            if self._usage is not None:
+                grant.used(self._usage.input_tokens + self._usage.output_tokens)
+            return outcome
+
+    async def _stream(self, provider: Provider, attempt: int) -> _Outcome:
         request = dataclasses.replace(self.plan.generation, attempt=attempt)
         finish: Finish | None = None
         stream = provider.stream(request)
@@ -508,7 +528,9 @@ class Turn:
 
         timings: dict[str, float] = {}
         if self._begin_at is not None:
-            timings["queued"] = ms(self._begin_at - t0)
+            timings["queued"] = ms(self._begin_at - t0)  # scheduler wait included
+        if self.scheduler_wait_s:
+            timings["scheduler_wait"] = ms(self.scheduler_wait_s)
         if self._first_at is not None:
             timings["first_token"] = ms(self._first_at - t0)
             end = self._stream_end_at if self._stream_end_at is not None else now
