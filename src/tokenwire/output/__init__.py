@@ -1,0 +1,44 @@
+"""Structured output, sans-I/O: text in, results out. No asyncio, no network.
+
+- :mod:`.inline` splits a streamed answer from its ``<json>`` block (the ``inline`` strategy);
+- :mod:`.partial` previews the object while its JSON streams (``structured.partial``);
+- :mod:`.repair` parses a model's JSON, repairing only what is unambiguous;
+- :mod:`.schema` and :mod:`.validate` resolve and check JSON Schemas;
+- :mod:`.strategy` is the request's ``extraction`` field and the ``auto`` rule;
+- :mod:`.prompt` builds the extraction and re-ask prompts;
+- :mod:`.fingerprint` hashes the answer a result was extracted from.
+"""
+
+from .fingerprint import answer_hash
+from .inline import DEFAULT_END, DEFAULT_START, InlineOutput, InlineSplitter, inline_instructions
+from .partial import UNCHANGED, PartialJSON
+from .prompt import extraction_messages, extraction_prompt, reask_messages
+from .repair import ParseOutcome, loads, parse_and_repair
+from .schema import ResolvedSchema, SchemaRegistry, check_schema
+from .strategy import ExtractionSpec, Strategy, choose_strategy
+from .validate import SchemaIssue, validate
+
+__all__ = [
+    "DEFAULT_END",
+    "DEFAULT_START",
+    "UNCHANGED",
+    "ExtractionSpec",
+    "InlineOutput",
+    "InlineSplitter",
+    "ParseOutcome",
+    "PartialJSON",
+    "ResolvedSchema",
+    "SchemaIssue",
+    "SchemaRegistry",
+    "Strategy",
+    "answer_hash",
+    "check_schema",
+    "choose_strategy",
+    "extraction_messages",
+    "extraction_prompt",
+    "inline_instructions",
+    "loads",
+    "parse_and_repair",
+    "reask_messages",
+    "validate",
+]
