@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .router.config import RouterSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -192,6 +194,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
     schemas: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named JSON Schemas a request can use by name"
     )

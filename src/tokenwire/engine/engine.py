@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,10 +27,19 @@ from pydantic import ValidationError
 
 from ..bus import EventLog, Follower, MemoryEventLog, UnknownStream, follow
 from ..config import LocalProviderSettings, Settings
+from ..output import (
+    ExtractionSpec,
+    ResolvedSchema,
+    SchemaRegistry,
+    choose_strategy,
+    inline_instructions,
+)
 from ..protocol import Done, Error, Event, Reason, event_to_dict
 from ..providers import GenerationRequest, Message, Provider
 from ..providers.registry import build_provider
 from ..providers.scripted import ScriptedProvider, parse_script
+from ..router import Router, RouterMetrics, build_record
+from .extraction import ExtractionPlan
 from .hooks import Hooks
 from .metrics import EngineMetrics
 from .request import DeadlineOverrides, Overloaded, RequestError, TurnRequest
@@ -103,6 +113,7 @@ class Engine:
         *,
         providers: Mapping[str, Provider] | None = None,
         log: EventLog | None = None,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         limits = self.settings.limits
@@ -131,6 +142,14 @@ class Engine:
             for name, cfg in self.settings.providers.items()
             if cfg.concurrency is not None or cfg.rpm is not None or cfg.tpm is not None
         }
+        try:
+            self.schemas = SchemaRegistry(self.settings.schemas)
+        except ValueError as exc:
+            raise ValueError(f"[schemas]: {exc}") from None
+        self.router = router if router is not None else Router.from_settings(self.settings.router)
+        self.router.observe(RouterMetrics(self.metrics.registry).observe)
+        self._dispatches: set[asyncio.Task[None]] = set()
+        self._route_results: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._turns: dict[str, Turn] = {}
         self._closing = False
 
@@ -154,6 +173,9 @@ class Engine:
         tasks = [t.task for t in turns if t.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._dispatches:  # each route has its own timeout: this wait is bounded
+            await asyncio.gather(*self._dispatches, return_exceptions=True)
+        await self.router.aclose()
         self.hooks.close()
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
@@ -260,9 +282,34 @@ class Engine:
         return {
             "stream_id": stream_id,
             "state": state,
+            "routes": self.route_results(stream_id),
             "last_seq": terminal.seq,
             "terminal": event_to_dict(terminal),
         }
+
+    def _extraction_plan(
+        self, request: TurnRequest, chain: tuple[Provider, ...]
+    ) -> ExtractionPlan | None:
+        if request.extraction is None:
+            return None
+        try:
+            spec = ExtractionSpec.model_validate(request.extraction)
+        except ValidationError as exc:
+            raise RequestError(
+                "invalid_request", "extraction: " + _validation_message(exc)
+            ) from None
+        schema = _resolve_schema(self.schemas, spec)
+        # A base model does not follow format instructions: `auto` never asks it for a block.
+        inline_capable = not any(p.kind == "local" for p in chain)
+        defaults = self.settings.extraction
+        return ExtractionPlan(
+            schema=schema,
+            strategy=choose_strategy(spec, inline_capable=inline_capable),
+            requested=spec.strategy,
+            max_retries=spec.max_retries,
+            timeout_s=defaults.timeout_s,
+            max_tokens=defaults.max_tokens,
+        )
 
     async def _drive(self, turn: Turn) -> None:
         try:
@@ -271,6 +318,29 @@ class Engine:
             turn.abandon(Reason.SHUTDOWN)
             self._turns.pop(turn.stream_id, None)
             self.metrics.active_streams.dec()
+        terminal = turn.terminal
+        if isinstance(terminal, Done) and self.router.routes:
+            # The system channel runs after `done`, in its own task: a slow or failing route
+            # never delays the stream, which has already ended for its readers.
+            task = asyncio.get_running_loop().create_task(self._dispatch(turn, terminal))
+            self._dispatches.add(task)
+            task.add_done_callback(self._dispatches.discard)
+
+    async def _dispatch(self, turn: Turn, done: Done) -> None:
+        record = build_record(
+            done,
+            conversation_id=turn.plan.conversation_id,
+            metadata=turn.plan.generation.metadata,
+        )
+        results = await self.router.dispatch(record)
+        self._route_results[turn.stream_id] = [r.to_dict() for r in results]
+        while len(self._route_results) > self.settings.limits.max_retained_streams:
+            self._route_results.popitem(last=False)
+
+    def route_results(self, stream_id: str) -> list[dict[str, Any]] | None:
+        """What each matching route of the system channel did with the turn's record (None
+        while the routes still run, or when none matched it)."""
+        return self._route_results.get(stream_id)
 
     def _plan(self, request: TurnRequest) -> TurnPlan:
         settings = self.settings
@@ -306,6 +376,13 @@ class Engine:
         messages = [Message(m.role, m.content) for m in chat]
         if route.system_prompt:
             messages.insert(0, Message("system", route.system_prompt))
+        extraction = self._extraction_plan(request, chain)
+        if extraction is not None and extraction.strategy == "inline":
+            # The answering call writes the block too: tell it how, after any system prompt.
+            messages.insert(
+                len([m for m in messages if m.role == "system"]),
+                Message("system", inline_instructions(extraction.schema.json_schema)),
+            )
         deadlines = settings.deadlines
         asked = request.deadlines or DeadlineOverrides()
         return TurnPlan(
@@ -322,6 +399,7 @@ class Engine:
                 metadata=request.metadata,
             ),
             conversation_id=request.conversation_id,
+            extraction=extraction,
             first_token_s=_deadline(deadlines.first_token_s, asked.first_token_s),
             idle_s=_deadline(deadlines.idle_s, asked.idle_s),
             total_s=_deadline(deadlines.total_s, asked.total_s),
@@ -331,6 +409,13 @@ class Engine:
             backoff_initial_s=settings.retry.backoff_initial_s,
             backoff_max_s=settings.retry.backoff_max_s,
         )
+
+
+def _resolve_schema(registry: SchemaRegistry, spec: ExtractionSpec) -> ResolvedSchema:
+    try:
+        return registry.resolve(spec.json_schema)
+    except (KeyError, ValueError) as exc:
+        raise RequestError("invalid_request", f"extraction.schema: {exc}") from None
 
 
 def _deadline(configured: float, asked: float | None) -> float:

@@ -44,6 +44,10 @@ class TurnRequest(BaseModel):
     conversation_id: str | None = Field(default=None, max_length=200)
     deadlines: DeadlineOverrides | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    extraction: dict[str, Any] | None = Field(
+        default=None,
+        description="structured output: {schema (inline or a registered name), strategy, ...}",
+    )
     script: dict[str, Any] | None = Field(
         default=None, description="for route `scripted` only: tokens, delays and faults"
     )

@@ -47,6 +47,7 @@ from ..providers import (
     UsageChunk,
 )
 from .coalesce import Coalescer
+from .extraction import ExtractionPlan, Extractor, with_answer_hash
 from .hooks import Hooks
 from .metrics import EngineMetrics
 from .postprocess import canonical_answer
@@ -72,6 +73,7 @@ class TurnPlan:
     generation: GenerationRequest
     schedulers: tuple[ProviderScheduler | None, ...] = ()
     """One per provider (None: unscheduled); empty: none at all."""
+    extraction: ExtractionPlan | None = None
     conversation_id: str | None = None
     first_token_s: float = math.inf
     idle_s: float = math.inf
@@ -136,6 +138,22 @@ class Turn:
         self._tool_calls: dict[int, _ToolCallParts] = {}
         self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._text_closed = False
+        self._inline = plan.extraction is not None and plan.extraction.strategy == "inline"
+        self._extracting = False
+        self._extract_ms: float | None = None
+        self._parallel: asyncio.Task[dict[str, object]] | None = None
+        self.extractor: Extractor | None = None
+        if plan.extraction is not None:
+            users = [m.content for m in plan.generation.messages if m.role == "user"]
+            self.extractor = Extractor(
+                plan.extraction,
+                emit=self._emit_structured,
+                providers=plan.providers,
+                schedulers=plan.schedulers or (None,) * len(plan.providers),
+                user_message=users[-1] if users else "",
+                base=plan.generation,
+            )
         self._first_token_at = self._t0 + plan.first_token_s
         self._total_at = self._t0 + plan.total_s
 
@@ -195,7 +213,11 @@ class Turn:
             if self._stop_reason is not None:
                 outcome = _Outcome(self._stop_reason, "stopped before it started")
             else:
+                if self.extractor is not None and self.extractor.plan.strategy == "parallel":
+                    self._parallel = self._loop.create_task(self.extractor.run(None))
                 outcome = await self._generate()
+                if self.extractor is not None:
+                    await self._extract(outcome)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -272,7 +294,11 @@ class Turn:
                     now = self._last_content_at = loop.time()
                     if not self._content_seen:
                         self._first_content()
-                    self._text(chunk.text, now)
+                    if self._inline:
+                        assert self.extractor is not None
+                        self._text(self.extractor.feed_inline(chunk.text), now)
+                    else:
+                        self._text(chunk.text, now)
                 elif type(chunk) is Begin:
                     if self._begin_at is None:
                         self._begin_at = time.perf_counter()
@@ -314,12 +340,66 @@ class Turn:
             )
         return _Outcome(_FINISH_REASONS[finish.reason], model=provider.model)
 
+    # -- the structured channel ------------------------------------------------------------
+
+    async def _extract(self, outcome: _Outcome) -> None:
+        """After the text: close it (``text.done`` goes out now, so a UI can stop its cursor),
+        then run or await the extraction under its timeout."""
+        extractor = self.extractor
+        assert extractor is not None
+        success = not outcome.reason.is_partial
+        if not (success or self.lifecycle.visible):
+            self._cancel_parallel()
+            extractor.record("skipped", "the turn failed before any answer")
+            return
+        self._close_text(outcome)
+        if not success and extractor.plan.strategy != "parallel":
+            extractor.record("skipped", f"the answer is incomplete ({outcome.reason.value})")
+            return
+        self._extracting = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch()
+        self._emit(Status(phase=Phase.EXTRACTING))
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(extractor.plan.timeout_s):
+                if self._parallel is not None:
+                    await self._parallel
+                else:
+                    await extractor.run(canonical_answer(self.lifecycle.streamed_text))
+        except TimeoutError:
+            self._cancel_parallel()
+            extractor.timed_out()
+        finally:
+            self._extract_ms = (time.perf_counter() - started) * 1000
+
+    def _emit_structured(self, draft: Event) -> None:
+        # A cancelled parallel extraction cannot emit after the terminal event.
+        if not self.lifecycle.closed:
+            self._emit(draft)
+
+    def _cancel_parallel(self) -> None:
+        if self._parallel is not None and not self._parallel.done():
+            self._parallel.cancel()
+
+    def _structured(self, answer: str) -> dict[str, object] | None:
+        extractor = self.extractor
+        if extractor is None:
+            return None
+        record = extractor.result
+        if record is None:
+            record = extractor.record("cancelled", "the turn ended before the extraction did")
+        return with_answer_hash(record, answer)
+
     # -- deadlines -------------------------------------------------------------------------
 
     def _deadline(self) -> tuple[float, Reason]:
         """The deadline in force now: first-token until content arrived, then idle; total
         whenever it comes first."""
-        if not self._content_seen:
+        if self._extracting:  # the text is over; the extraction has its own timeout
+            at, reason = math.inf, Reason.TIMEOUT_TOTAL
+        elif not self._content_seen:
             at, reason = self._first_token_at, Reason.TIMEOUT_FIRST_TOKEN
         else:
             at, reason = self._last_content_at + self.plan.idle_s, Reason.TIMEOUT_IDLE
@@ -399,6 +479,7 @@ class Turn:
     # -- the end ---------------------------------------------------------------------------
 
     def _finish(self, outcome: _Outcome) -> None:
+        self._cancel_parallel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -417,8 +498,16 @@ class Turn:
             reason = terminal.reason.value if isinstance(terminal, Done) else terminal.code
             self._metrics.terminals.labels(terminal.type, reason).inc()
 
-    def _emit_ending(self, outcome: _Outcome) -> None:
+    def _close_text(self, outcome: _Outcome) -> None:
+        """Flush what the text still holds, emit the assembled tool calls and ``text.done``
+        (when the turn has an answer to show). Runs once."""
+        if self._text_closed:
+            return
+        self._text_closed = True
         now = self._loop.time()
+        if self._inline:
+            assert self.extractor is not None
+            self._text(self.extractor.finish_inline(), now)
         pending = self._coalescer.flush(now)
         if pending is not None:
             self._delta(pending, now)
@@ -432,15 +521,21 @@ class Turn:
                         arguments="".join(parts.arguments),
                     )
                 )
+        success = not outcome.reason.is_partial
+        if success or self.lifecycle.visible:
+            self._emit(TextDone(text=self.lifecycle.streamed_text))
+
+    def _emit_ending(self, outcome: _Outcome) -> None:
         reason = outcome.reason
         success = not reason.is_partial
         if not (success or self.lifecycle.visible or reason.is_stop_request):
+            self._text_closed = True
             self.terminal = self._emit_error(outcome)
             return
+        self._close_text(outcome)
         text = self.lifecycle.streamed_text
         usage: Usage | None = None
         if success or self.lifecycle.visible:
-            self._emit(TextDone(text=text))
             usage = self._usage_event()
             if usage is not None:
                 self._emit(usage)
@@ -465,6 +560,7 @@ class Turn:
                     if usage is not None
                     else None
                 ),
+                structured=self._structured(answer),
                 timings=self._timings(post_process_ms=post_ms),
             )
         )
@@ -535,6 +631,8 @@ class Turn:
             timings["first_token"] = ms(self._first_at - t0)
             end = self._stream_end_at if self._stream_end_at is not None else now
             timings["stream"] = ms(max(0.0, end - self._first_at))
+        if self._extract_ms is not None:
+            timings["extract"] = round(self._extract_ms, 2)
         if post_process_ms is not None:
             timings["post_process"] = round(post_process_ms, 3)
         timings["total"] = ms(now - t0)
