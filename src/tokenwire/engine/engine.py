@@ -173,8 +173,7 @@ class Engine:
         tasks = [t.task for t in turns if t.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._dispatches:  # each route has its own timeout: this wait is bounded
-            await asyncio.gather(*self._dispatches, return_exceptions=True)
+        await self.routes_settled()
         await self.router.aclose()
         self.hooks.close()
         for provider in self.providers.values():
@@ -336,6 +335,12 @@ class Engine:
         self._route_results[turn.stream_id] = [r.to_dict() for r in results]
         while len(self._route_results) > self.settings.limits.max_retained_streams:
             self._route_results.popitem(last=False)
+
+    async def routes_settled(self) -> None:
+        """Wait until every dispatch to the router started so far has finished (each route
+        has its own timeout, so this wait is bounded)."""
+        while self._dispatches:
+            await asyncio.gather(*list(self._dispatches), return_exceptions=True)
 
     def route_results(self, stream_id: str) -> list[dict[str, Any]] | None:
         """What each matching route of the system channel did with the turn's record (None
