@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -157,7 +158,7 @@ async def test_partial_previews_only_on_change(engine: Engine) -> None:
         },
     )
     previews = [e.data for e in events if isinstance(e, StructuredPartial)]
-    assert all(a != b for a, b in zip(previews, previews[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(previews))
     assert previews[-1] == {"mood": "happy"}
 
 
