@@ -271,3 +271,23 @@ async def test_client_disconnect_closes_a_real_upstream_connection() -> None:
                         break
             async with asyncio.timeout(10):
                 await up.wait_client_disconnect()
+
+
+async def test_structured_channel_over_sse(live: Live) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    body = {
+        "prompt": "x",
+        "extraction": {"schema": schema, "strategy": "sequential"},
+        "script": {"tokens": ["Seven"], "extraction": {"tokens": ['{"n": 7}']}},
+    }
+    async with live.client.stream("POST", "/v1/streams", json=body) as response:
+        events = await read_sse(response)
+    done = check_invariants(events)
+    types = [e.type for e in events]
+    assert types.index("text.done") < types.index("structured.done") < types.index("done")
+    assert isinstance(done, Done) and done.structured is not None
+    assert done.structured["data"] == {"n": 7}
+    bad = await live.client.post(
+        "/v1/streams", json={"prompt": "x", "extraction": {"schema": "unknown"}}
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"

@@ -1,0 +1,73 @@
+"""Sequential extraction on the real Gemma 3 270M: grammar-constrained, so every result parses
+and validates, whatever the model makes of the prompt."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import jsonschema
+import pytest
+
+from tokenwire import Done, Engine, Settings
+
+from .test_turn import check_invariants
+
+pytestmark = pytest.mark.model
+
+REVIEW = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "topic": {"type": "string", "maxLength": 40},
+        "urgent": {"type": "boolean"},
+    },
+    "required": ["sentiment", "topic", "urgent"],
+    "additionalProperties": False,
+}
+
+PROMPTS = [
+    "My order arrived broken and nobody answers the phone.",
+    "I love the new update, the app is so much faster!",
+    "What time does the store open on Sunday?",
+    "The invoice charged me twice, please fix it today.",
+    "Thanks for the quick help yesterday.",
+    "Can I change the color of my account page?",
+    "The server is down and our whole team is blocked.",
+    "Your delivery driver was very friendly.",
+    "How do I reset my password?",
+    "The food was cold and the waiter was rude.",
+    "I want to cancel my subscription immediately.",
+    "Is there a student discount?",
+    "Great product, works exactly as described.",
+    "My package has been stuck in customs for two weeks.",
+    "The manual is confusing, but the device is fine.",
+    "Please send me a copy of my last receipt.",
+    "The battery dies after an hour, this is unacceptable.",
+    "Do you ship to Canada?",
+    "The hotel room was clean and the view was beautiful.",
+    "Someone used my card without permission!",
+]
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    async with Engine(Settings(extraction={"timeout_s": 120, "max_tokens": 96})) as eng:
+        yield eng
+
+
+async def test_twenty_varied_prompts_all_validate(engine: Engine) -> None:
+    validator = jsonschema.Draft202012Validator(REVIEW)
+    for prompt in PROMPTS:
+        body = {
+            "prompt": prompt,
+            "max_tokens": 24,
+            "temperature": 0,
+            "extraction": {"schema": REVIEW, "strategy": "sequential"},
+        }
+        events = [e async for e in engine.submit(body).events()]
+        done = check_invariants(events)
+        assert isinstance(done, Done), prompt
+        record = done.structured
+        assert record is not None and record["status"] == "ok", (prompt, record)
+        assert record["strategy"] == "sequential" and record["valid"]
+        validator.validate(record["data"])
