@@ -213,3 +213,23 @@ async def test_auto_picks_inline_when_latency_matters_and_the_model_can() -> Non
     record = structured(events)
     assert record["strategy"] == "inline" and record["requested_strategy"] == "auto"
     assert record["status"] == "ok" and record["attempts"] == 2
+
+
+async def test_outcomes_and_background_waits_are_metered() -> None:
+    settings = scripted_settings(
+        providers={"a": {"kind": "scripted", "concurrency": 1}, "b": {"kind": "scripted"}}
+    )
+    async with Engine(settings) as engine:
+        await turn(
+            engine, "sequential", {"tokens": ["Hi"], "extraction": {"tokens": ['{"mood": "ok"}']}}
+        )
+        metrics = engine.metrics.render().decode()
+    assert 'tokenwire_structured_total{status="ok",strategy="sequential"} 1.0' in metrics
+    assert (
+        'tokenwire_provider_queue_wait_seconds_count{priority="background",provider="a"} 1.0'
+        in metrics
+    )
+    assert (
+        'tokenwire_provider_queue_wait_seconds_count{priority="interactive",provider="a"} 1.0'
+        in metrics
+    )

@@ -39,6 +39,7 @@ from ..output import (
 )
 from ..protocol import Event, StructuredDone, StructuredError, StructuredPartial
 from ..providers import GenerationRequest, Message, Provider, ProviderError, TextChunk
+from .metrics import EngineMetrics
 from .scheduler import Priority, ProviderScheduler
 
 logger = logging.getLogger("tokenwire.extraction")
@@ -73,11 +74,13 @@ class Extractor:
         schedulers: Sequence[ProviderScheduler | None],
         user_message: str,
         base: GenerationRequest,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         """``base`` is the turn's own request: extraction calls keep its metadata (and, for the
         scripted provider, its script, whose ``extraction`` part they play)."""
         self.plan = plan
         self._base_request = base
+        self._metrics = metrics
         self._emit = emit
         self._providers = providers
         self._schedulers = schedulers
@@ -180,7 +183,10 @@ class Extractor:
             try:
                 if scheduler is None:
                     return await self._stream(provider, request)
-                async with scheduler.slot(Priority.BACKGROUND, tokens=request.max_tokens):
+                async with scheduler.slot(Priority.BACKGROUND, tokens=request.max_tokens) as grant:
+                    if self._metrics is not None:
+                        wait = self._metrics.queue_wait.labels(provider.name, "background")
+                        wait.observe(grant.waited_s)
                     return await self._stream(provider, request)
             except ProviderError as exc:
                 failures.append(f"{provider.name}: {exc.message}")

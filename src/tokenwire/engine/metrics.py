@@ -58,6 +58,20 @@ class EngineMetrics:
             registry=self.registry,
         )
 
+        self.queue_wait = Histogram(
+            "tokenwire_provider_queue_wait_seconds",
+            "Time provider calls waited for their scheduler, by provider and priority.",
+            ["provider", "priority"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.structured = Counter(
+            "tokenwire_structured_total",
+            "Structured extractions ended, by strategy and status (ok, error, skipped, ...).",
+            ["strategy", "status"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

@@ -153,6 +153,7 @@ class Turn:
                 schedulers=plan.schedulers or (None,) * len(plan.providers),
                 user_message=users[-1] if users else "",
                 base=plan.generation,
+                metrics=metrics,
             )
         self._first_token_at = self._t0 + plan.first_token_s
         self._total_at = self._t0 + plan.total_s
@@ -277,6 +278,7 @@ class Turn:
         estimate = request.max_tokens + sum(len(m.content) for m in request.messages) // 4
         async with scheduler.slot(Priority.INTERACTIVE, tokens=estimate) as grant:
             self.scheduler_wait_s += grant.waited_s
+            self._metrics.queue_wait.labels(provider.name, "interactive").observe(grant.waited_s)
             outcome = await self._stream(provider, attempt)
             if self._usage is not None:
                 grant.used(self._usage.input_tokens + self._usage.output_tokens)
@@ -390,6 +392,7 @@ class Turn:
         record = extractor.result
         if record is None:
             record = extractor.record("cancelled", "the turn ended before the extraction did")
+        self._metrics.structured.labels(extractor.plan.strategy, str(record["status"])).inc()
         return with_answer_hash(record, answer)
 
     # -- deadlines -------------------------------------------------------------------------
