@@ -305,7 +305,9 @@ class Engine:
             schema=schema,
             strategy=choose_strategy(spec, inline_capable=inline_capable),
             requested=spec.strategy,
-            max_retries=spec.max_retries,
+            max_retries=(
+                spec.max_retries if "max_retries" in spec.model_fields_set else defaults.max_reasks
+            ),
             timeout_s=defaults.timeout_s,
             max_tokens=defaults.max_tokens,
         )
