@@ -7,8 +7,10 @@ import pytest
 import tokenwire
 import tokenwire.bus
 import tokenwire.engine
+import tokenwire.output
 import tokenwire.protocol
 import tokenwire.providers
+import tokenwire.router
 import tokenwire.server
 
 
