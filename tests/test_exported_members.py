@@ -23,6 +23,8 @@ import tokenwire.server
         tokenwire.engine,
         tokenwire.bus,
         tokenwire.server,
+        tokenwire.output,
+        tokenwire.router,
     ],
 )
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:
