@@ -116,11 +116,12 @@ async def test_inline_delimiter_split_anywhere(engine: Engine, cut: int) -> None
     ],
     ids=["invalid", "schema", "truncated", "call-fails", "call-hangs"],
 )
+@pytest.mark.parametrize("strategy", ["sequential", "parallel"])
 async def test_failures_end_in_structured_error_and_the_text_is_unaffected(
-    extraction: dict[str, Any], code: str, attempts: int
+    extraction: dict[str, Any], code: str, attempts: int, strategy: str
 ) -> None:
     async with Engine(scripted_settings(extraction={"timeout_s": 0.3})) as engine:
-        events = await turn(engine, "sequential", {"tokens": ["Hi", "!"], "extraction": extraction})
+        events = await turn(engine, strategy, {"tokens": ["Hi", "!"], "extraction": extraction})
     record = structured(events)
     assert record["status"] == "error" and record["error"]["code"] == code
     assert record["needs_review"] and record["attempts"] == attempts
@@ -233,3 +234,19 @@ async def test_outcomes_and_background_waits_are_metered() -> None:
         'tokenwire_provider_queue_wait_seconds_count{priority="interactive",provider="a"} 1.0'
         in metrics
     )
+
+
+@pytest.mark.parametrize(
+    "block",
+    ["<json>not json</json>", '<json>{"mood": 5}</json>', '<json>{"mood": "cu'],
+    ids=["invalid", "schema", "truncated"],
+)
+async def test_inline_failures_reask_then_error_and_never_leak(engine: Engine, block: str) -> None:
+    events = await turn(
+        engine, "inline", {"tokens": ["Hi! ", block], "extraction": {"tokens": ["still bad"]}}
+    )
+    record = structured(events)
+    assert record["status"] == "error" and record["attempts"] == 3
+    assert text_of(events) == "Hi! "
+    errors = [e for e in events if isinstance(e, StructuredError)]
+    assert len(errors) == 1 and errors[0].code == "json_invalid"  # the last re-ask's verdict
