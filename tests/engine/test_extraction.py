@@ -250,3 +250,21 @@ async def test_inline_failures_reask_then_error_and_never_leak(engine: Engine, b
     assert text_of(events) == "Hi! "
     errors = [e for e in events if isinstance(e, StructuredError)]
     assert len(errors) == 1 and errors[0].code == "json_invalid"  # the last re-ask's verdict
+
+
+async def test_an_inline_retry_starts_from_a_clean_splitter(engine: Engine) -> None:
+    # Attempt 1 streams only a held-back marker prefix (nothing visible), then fails; the
+    # retry's answer must not inherit that prefix.
+    events = await turn(
+        engine,
+        "inline",
+        {
+            "tokens": ["<js", "Fine. ", '<json>{"mood": "ok"}</json>'],
+            "fault": {"kind": "fail", "at": 1, "times": 1},
+        },
+    )
+    assert text_of(events) == "<jsFine. "  # attempt 2 streams all three tokens, once
+    record = structured(events)
+    assert record["status"] == "ok" and record["data"] == {"mood": "ok"}
+    done = events[-1]
+    assert isinstance(done, Done) and done.attempts == 2

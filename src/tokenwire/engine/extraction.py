@@ -102,6 +102,14 @@ class Extractor:
             self._preview(out.json_text)
         return out.visible
 
+    def restart_inline(self) -> None:
+        """A new attempt of the answering call (nothing visible yet): forget what the failed
+        one left held back or previewed, so it cannot mix into the new stream."""
+        if self._splitter is not None:
+            self._splitter = InlineSplitter()
+            self._inline_json.clear()
+            self._partial = PartialJSON()
+
     def finish_inline(self) -> str:
         """End of the answering stream: the visible text still held back (if any)."""
         assert self._splitter is not None

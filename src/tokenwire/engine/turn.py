@@ -286,6 +286,9 @@ class Turn:
 
     async def _stream(self, provider: Provider, attempt: int) -> _Outcome:
         request = dataclasses.replace(self.plan.generation, attempt=attempt)
+        if self._inline and attempt > 1:
+            assert self.extractor is not None
+            self.extractor.restart_inline()
         finish: Finish | None = None
         stream = provider.stream(request)
         loop = self._loop
