@@ -268,3 +268,26 @@ async def test_an_inline_retry_starts_from_a_clean_splitter(engine: Engine) -> N
     assert record["status"] == "ok" and record["data"] == {"mood": "ok"}
     done = events[-1]
     assert isinstance(done, Done) and done.attempts == 2
+
+
+async def test_cancel_during_extraction_stops_it(engine: Engine) -> None:
+    body = {
+        "prompt": "x",
+        "extraction": {"schema": MOOD, "strategy": "sequential"},
+        "script": {
+            "tokens": ["Hi"],
+            "extraction": {"tokens": ["{"], "fault": {"kind": "hang", "at": 1}},
+        },
+    }
+    handle = engine.submit(body)
+    events: list[Event] = []
+    async for event in handle.events():
+        events.append(event)
+        if isinstance(event, StructuredPartial):
+            handle.cancel()
+    done = check_invariants(events)
+    assert isinstance(done, Done) and done.reason.value == "cancelled"
+    assert done.structured is not None and done.structured["status"] == "cancelled"
+    assert done.answer == "Hi"
+    async with asyncio.timeout(10):
+        await scripted(engine).wait_aborted()
