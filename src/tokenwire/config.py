@@ -162,6 +162,9 @@ class LimitSettings(_Section):
         default=10_000, ge=0, description="finished streams kept at most (oldest dropped first)"
     )
     hook_queue_size: int = Field(default=1000, ge=1)
+    disconnect_grace_s: float = Field(
+        default=30.0, ge=0, description="on_disconnect=continue: how long a turn waits for a reader"
+    )
 
 
 def _default_providers() -> dict[str, ProviderSettings]:

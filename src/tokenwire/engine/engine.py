@@ -62,11 +62,26 @@ class ActiveTurn:
 class TurnHandle:
     """A started turn: its id, its events (replayable from any seq) and its stop button."""
 
-    def __init__(self, turn: Turn, log: EventLog) -> None:
+    def __init__(self, turn: Turn, log: EventLog, *, joined: bool = False) -> None:
         self._turn = turn
         self._log = log
         self.stream_id = turn.stream_id
         self.route = turn.plan.route
+        self.joined = joined
+        """True when ``submit`` found this turn by its idempotency key instead of starting it."""
+
+    @property
+    def background(self) -> bool:
+        return self._turn.plan.background
+
+    def attach(self) -> None:
+        """Count a reader in (call :meth:`detach` when it leaves)."""
+        self._turn.attach()
+
+    def detach(self, *, originator: bool) -> None:
+        """A reader left. ``originator``: it was the client that started the turn, whose
+        departure applies the request's ``on_disconnect`` policy (viewers never stop a turn)."""
+        self._turn.detach(originator=originator)
 
     @property
     def done(self) -> bool:
@@ -150,6 +165,8 @@ class Engine:
         self.router.observe(RouterMetrics(self.metrics.registry).observe)
         self._dispatches: set[asyncio.Task[None]] = set()
         self._route_results: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._recent: OrderedDict[str, Turn] = OrderedDict()
+        self._idempotent: OrderedDict[str, tuple[Turn, str]] = OrderedDict()
         self._turns: dict[str, Turn] = {}
         self._closing = False
 
@@ -194,14 +211,33 @@ class Engine:
 
     # -- turns -----------------------------------------------------------------------------
 
-    def submit(self, request: TurnRequest | Mapping[str, Any]) -> TurnHandle:
+    def submit(
+        self, request: TurnRequest | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TurnHandle:
         """Validate the request and start its turn. Raises :class:`RequestError` (the
-        client's fault) or :class:`Overloaded` (try again later)."""
+        client's fault) or :class:`Overloaded` (try again later).
+
+        With an ``idempotency_key`` seen before (within the retention of finished streams), the
+        turn it started is returned instead (``handle.joined``): a retried POST joins its
+        stream rather than starting a second generation. The same key with a different request
+        is a :class:`RequestError` (``idempotency_conflict``)."""
         if not isinstance(request, TurnRequest):
             try:
                 request = TurnRequest.model_validate(request)
             except ValidationError as exc:
                 raise RequestError("invalid_request", _validation_message(exc)) from None
+        fingerprint = ""
+        if idempotency_key is not None:
+            fingerprint = request.model_dump_json()
+            known = self._idempotent.get(idempotency_key)
+            if known is not None:
+                turn, seen = known
+                if seen != fingerprint:
+                    raise RequestError(
+                        "idempotency_conflict",
+                        "this Idempotency-Key was used with a different request",
+                    )
+                return TurnHandle(turn, self.log, joined=True)
         if self._closing:
             raise Overloaded("the server is shutting down", retry_after_s=5)
         if len(self._turns) >= self.settings.limits.max_active_turns:
@@ -215,24 +251,34 @@ class Engine:
         turn.task = asyncio.get_running_loop().create_task(
             self._drive(turn), name=f"tokenwire-turn-{plan.stream_id}"
         )
+        if idempotency_key is not None:
+            self._idempotent[idempotency_key] = (turn, fingerprint)
+            self._trim(self._idempotent)
         return TurnHandle(turn, self.log)
 
     async def run(self, request: TurnRequest | Mapping[str, Any]) -> AsyncIterator[Event]:
         """Start a turn and yield its events through the terminal one. Leaving the loop early
         (``break``, an exception, closing the generator) stops the turn (``client_gone``)."""
         handle = self.submit(request)
+        handle.attach()
         try:
             async for event in handle.events():
                 yield event
         finally:
-            handle.cancel(Reason.CLIENT_GONE)
+            handle.detach(originator=True)
 
     def handle(self, stream_id: str) -> TurnHandle:
-        """The handle of a turn in flight. Raises :class:`UnknownStream`."""
-        turn = self._turns.get(stream_id)
+        """The handle of a turn in flight or recently finished (its events still held).
+        Raises :class:`UnknownStream`."""
+        turn = self._turns.get(stream_id) or self._recent.get(stream_id)
         if turn is None:
             raise UnknownStream(stream_id)
+        self.log.head(stream_id)  # raises UnknownStream once its events have expired
         return TurnHandle(turn, self.log)
+
+    def _trim(self, table: OrderedDict[str, Any]) -> None:
+        while len(table) > self.settings.limits.max_retained_streams:
+            table.popitem(last=False)
 
     def cancel(self, stream_id: str, reason: Reason = Reason.CANCELLED) -> bool:
         """Stop a turn in flight. False when it has already ended; :class:`UnknownStream` when
@@ -318,6 +364,8 @@ class Engine:
         finally:
             turn.abandon(Reason.SHUTDOWN)
             self._turns.pop(turn.stream_id, None)
+            self._recent[turn.stream_id] = turn
+            self._trim(self._recent)
             self.metrics.active_streams.dec()
         terminal = turn.terminal
         if isinstance(terminal, Done) and self.router.routes:
@@ -335,8 +383,7 @@ class Engine:
         )
         results = await self.router.dispatch(record)
         self._route_results[turn.stream_id] = [r.to_dict() for r in results]
-        while len(self._route_results) > self.settings.limits.max_retained_streams:
-            self._route_results.popitem(last=False)
+        self._trim(self._route_results)
 
     async def routes_settled(self) -> None:
         """Wait until every dispatch to the router started so far has finished (each route
@@ -407,6 +454,9 @@ class Engine:
             ),
             conversation_id=request.conversation_id,
             extraction=extraction,
+            on_disconnect=request.on_disconnect,
+            disconnect_grace_s=limits.disconnect_grace_s,
+            background=request.background,
             first_token_s=_deadline(deadlines.first_token_s, asked.first_token_s),
             idle_s=_deadline(deadlines.idle_s, asked.idle_s),
             total_s=_deadline(deadlines.total_s, asked.total_s),

@@ -44,6 +44,14 @@ class TurnRequest(BaseModel):
     conversation_id: str | None = Field(default=None, max_length=200)
     deadlines: DeadlineOverrides | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    on_disconnect: Literal["cancel", "continue"] = Field(
+        default="cancel",
+        description="when the client that started the turn leaves: stop it now, or keep it "
+        "running for limits.disconnect_grace_s so a reader can resume",
+    )
+    background: bool = Field(
+        default=False, description="run to the end regardless of clients (POST answers 202)"
+    )
     extraction: dict[str, Any] | None = Field(
         default=None,
         description="structured output: {schema (inline or a registered name), strategy, ...}",

@@ -74,6 +74,12 @@ class TurnPlan:
     schedulers: tuple[ProviderScheduler | None, ...] = ()
     """One per provider (None: unscheduled); empty: none at all."""
     extraction: ExtractionPlan | None = None
+    on_disconnect: str = "cancel"
+    """What the departure of the client that started the turn does: ``cancel`` stops it now;
+    ``continue`` keeps it running ``disconnect_grace_s`` for a reader to come back."""
+    disconnect_grace_s: float = 30.0
+    background: bool = False
+    """Runs to its end whatever readers do (``POST /v1/streams`` with ``background: true``)."""
     conversation_id: str | None = None
     first_token_s: float = math.inf
     idle_s: float = math.inf
@@ -134,6 +140,8 @@ class Turn:
         self._watchdog: asyncio.TimerHandle | None = None
         self._stop_reason: Reason | None = None
         self._running = False
+        self.readers = 0
+        self._grace: asyncio.TimerHandle | None = None
         self._usage: UsageChunk | None = None
         self._tool_calls: dict[int, _ToolCallParts] = {}
         self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
@@ -178,6 +186,30 @@ class Turn:
             self.task.cancel()
         # else: run() has not begun; it sees the stop reason before calling any provider.
         return True
+
+    def attach(self) -> None:
+        """A reader starts following the stream (a resume or a join counts)."""
+        self.readers += 1
+
+    def detach(self, *, originator: bool) -> None:
+        """A reader left. If it was the client that started the turn and the turn is still
+        running, apply the request's ``on_disconnect`` policy; other readers (viewers) leaving
+        never stop a turn, nor does anyone leaving a background turn."""
+        self.readers = max(0, self.readers - 1)
+        if not originator or self.plan.background or self.terminal is not None:
+            return
+        if self.plan.on_disconnect == "continue":
+            if self._grace is None:
+                self._grace = self._loop.call_later(
+                    self.plan.disconnect_grace_s, self._grace_expired
+                )
+            return
+        self.stop(Reason.CLIENT_GONE)
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if self.readers == 0:
+            self.stop(Reason.CLIENT_GONE)
 
     def abandon(self, reason: Reason) -> None:
         """End the stream now, synchronously, if :meth:`run` could not (its task was cancelled
@@ -486,6 +518,9 @@ class Turn:
 
     def _finish(self, outcome: _Outcome) -> None:
         self._cancel_parallel()
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -6,7 +6,7 @@ Client → server (text frames, one JSON object each)::
 
     {"type": "generate", "request_id": "r1", ...the POST /v1/streams body...}
     {"type": "cancel",   "request_id": "r1"}
-    {"type": "resume",   "request_id": "r1", "after_seq": 12}
+    {"type": "resume",   "request_id": "r1", "after_seq": 12}   # + "stream_id": any stream
 
 Server → client: protocol events with ``request_id`` added, and, for a message that could not
 be served, ``{"type": "error", "request_id": ..., "code": ..., "message": ...}``.
@@ -67,6 +67,8 @@ class Cancel:
 class Resume:
     request_id: str
     after_seq: int
+    stream_id: str | None = None
+    """The stream to follow; None: the one this socket started under ``request_id``."""
 
 
 ClientMessage = Generate | Cancel | Resume
@@ -94,11 +96,14 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
         _reject_extra(data, request_id, {"type", "request_id"})
         return Cancel(request_id)
     if kind == "resume":
-        _reject_extra(data, request_id, {"type", "request_id", "after_seq"})
+        _reject_extra(data, request_id, {"type", "request_id", "after_seq", "stream_id"})
         after = data.get("after_seq", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise MessageError(request_id, "invalid_request", "after_seq must be an integer >= 0")
-        return Resume(request_id, after)
+        stream_id = data.get("stream_id")
+        if stream_id is not None and not isinstance(stream_id, str):
+            raise MessageError(request_id, "invalid_request", "stream_id must be a string")
+        return Resume(request_id, after, stream_id)
     raise MessageError(
         request_id, "invalid_request", f"unknown message type {kind!r} (generate|cancel|resume)"
     )

@@ -15,14 +15,14 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
-from ..engine import Engine
+from ..engine import Engine, TurnHandle
 from .body import read_json_object
-from .errors import error_response, install_error_handlers, to_api_error
+from .errors import ApiError, error_response, install_error_handlers, to_api_error
 from .sse import EventStreamResponse
 from .ws import serve_websocket
 
@@ -42,6 +42,10 @@ def create_router(engine: Engine) -> APIRouter:
         state: str = Query(default="active", pattern="^active$"),
     ) -> dict[str, Any]:
         return {"streams": [asdict(turn) for turn in engine.active()]}
+
+    @router.get("/v1/streams/{stream_id}/events", response_model=None)
+    async def stream_events(stream_id: str, request: Request) -> Any:
+        return resume_response(engine, stream_id, request)
 
     @router.get("/v1/streams/{stream_id}")
     async def stream_status(stream_id: str) -> dict[str, Any]:
@@ -69,17 +73,50 @@ def create_router(engine: Engine) -> APIRouter:
     return router
 
 
-async def stream_response(engine: Engine, request: Request) -> EventStreamResponse:
-    """``POST /v1/streams``: validate the body, start the turn, answer with its SSE stream."""
+async def stream_response(engine: Engine, request: Request) -> Response:
+    """``POST /v1/streams``: validate the body, start the turn (or join the one its
+    ``Idempotency-Key`` started), answer with its SSE stream — or 202 for a background turn."""
     settings = engine.settings
     body = await read_json_object(request, settings.limits.max_body_bytes)
-    handle = engine.submit(body)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 200:
+        raise ApiError(400, "bad_request", "Idempotency-Key must be 1..200 characters")
+    handle = engine.submit(body, idempotency_key=key)
+    if handle.background:
+        base = str(request.base_url).rstrip("/") + request.scope.get("root_path", "")
+        return JSONResponse(
+            {
+                "stream_id": handle.stream_id,
+                "events_url": f"{base}/v1/streams/{handle.stream_id}/events",
+                "status_url": f"{base}/v1/streams/{handle.stream_id}",
+                "joined": handle.joined,
+            },
+            status_code=202,
+            headers={"Location": f"/v1/streams/{handle.stream_id}"},
+        )
+    return _sse(engine, handle, after_seq=0, originator=not handle.joined)
+
+
+def resume_response(engine: Engine, stream_id: str, request: Request) -> Response:
+    """``GET /v1/streams/{id}/events``: replay after ``Last-Event-ID`` (or ``?after=``) and
+    follow live, as a viewer: leaving never stops the turn."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not raw.isdigit():
+        raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
+    handle = engine.handle(stream_id)
+    return _sse(engine, handle, after_seq=int(raw), originator=False)
+
+
+def _sse(engine: Engine, handle: TurnHandle, *, after_seq: int, originator: bool) -> Response:
+    settings = engine.settings
     return EventStreamResponse(
         handle,
         metrics=engine.metrics,
         heartbeat_s=settings.server.heartbeat_s,
         send_timeout_s=settings.limits.slow_client_send_timeout_s,
         max_lag_events=settings.limits.slow_client_lag_events,
+        after_seq=after_seq,
+        originator=originator,
     )
 
 

@@ -10,8 +10,10 @@ Timekeeping costs one timer per connection per tick, never one per event: a watc
 disconnect a reader whose send has been blocked (TCP back-pressure) for ``send_timeout_s``. A
 reader more than ``max_lag_events`` behind a live turn is disconnected too.
 
-When the client that started the turn goes away before the terminal event, the turn is stopped
-with reason ``client_gone``, which aborts the upstream.
+When the client that started the turn goes away before the terminal event, the turn applies its
+``on_disconnect`` policy (``cancel``: stopped now with reason ``client_gone``, which aborts the
+upstream; ``continue``: kept running for a grace period so a reader can resume). A viewer (a
+resume or a join) leaving never stops a turn.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import logging
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..bus import Follower
+from ..bus import Follower, ResumeUnavailable
 from ..engine import TurnHandle
 from ..engine.metrics import EngineMetrics
-from ..protocol import Event, Reason, encode_sse_comment, encode_sse_event
+from ..protocol import Event, encode_sse_comment, encode_sse_event
+from .errors import error_response
 
 logger = logging.getLogger("tokenwire.sse")
 
@@ -51,7 +54,7 @@ class EventStreamResponse(Response):
         send_timeout_s: float,
         max_lag_events: int,
         after_seq: int = 0,
-        cancel_on_disconnect: bool = True,
+        originator: bool = True,
     ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
         self.handle = handle
@@ -60,7 +63,7 @@ class EventStreamResponse(Response):
         self._send_timeout_s = send_timeout_s
         self._max_lag = max_lag_events
         self._after_seq = after_seq
-        self._cancel_on_disconnect = cancel_on_disconnect
+        self._originator = originator
         self.terminal_sent = False
         self._follower: Follower | None = None
         self._writer: asyncio.Future[None] | None = None
@@ -69,12 +72,21 @@ class EventStreamResponse(Response):
         self._heartbeat_due = False
         self._slow = False
         self._watchdog: asyncio.TimerHandle | None = None
+        self._first: list[Event] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        follower = self.handle.follower(self._after_seq)
+        try:
+            # Before any header: a cursor the log no longer covers is an explicit error.
+            self._first = follower.take()
+        except ResumeUnavailable as exc:
+            await error_response(410, "resume_unavailable", str(exc))(scope, receive, send)
+            return
         headers = [*SSE_HEADERS, (b"x-tokenwire-stream-id", self.handle.stream_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         loop = asyncio.get_running_loop()
-        self._follower = self.handle.follower(self._after_seq)
+        self._follower = follower
+        self.handle.attach()
         self._last_write = loop.time()
         tick_s = min(self._heartbeat_s, self._send_timeout_s) / 4
         self._watchdog = loop.call_later(tick_s, self._tick, tick_s)
@@ -92,8 +104,9 @@ class EventStreamResponse(Response):
                     await task
             if self._slow:
                 self._metrics.slow_client_disconnects.inc()
-            if not self.terminal_sent and self._cancel_on_disconnect:
-                self.handle.cancel(Reason.CLIENT_GONE)
+            # The turn applies its on_disconnect policy if this reader started it (and it is
+            # still running); a viewer leaving never stops it.
+            self.handle.detach(originator=self._originator and not self.terminal_sent)
 
     def _tick(self, tick_s: float) -> None:
         """The per-connection watchdog: heartbeats and the send timeout, off the hot path."""
@@ -122,8 +135,19 @@ class EventStreamResponse(Response):
         assert follower is not None
         loop = asyncio.get_running_loop()
         caught_up = False
+        first: list[Event] | None = self._first
         while True:
-            batch = follower.take()
+            if first is not None:
+                batch, first = first, None
+            else:
+                try:
+                    batch = follower.take()
+                except ResumeUnavailable:
+                    # This reader fell so far behind that the log trimmed what it had not read:
+                    # end the response; a resume from its last id gets resume_unavailable.
+                    logger.info("stream %s: reader fell out of the log", self.handle.stream_id)
+                    self._slow = True
+                    return
             if batch:
                 if caught_up and len(batch) > self._max_lag and not follower.finished:
                     logger.info(

@@ -4,7 +4,8 @@ One reader loop parses client frames; one forwarder task per turn follows its lo
 frames into the socket's bounded outbox; one sender task writes the outbox to the socket, so
 sends never interleave. A bad message answers its request with an ``error`` and the socket
 keeps serving; a frame that is not JSON closes it with 1007, an oversize one with 1009, a binary
-one with 1003. Closing the socket stops every turn it started (``client_gone``).
+one with 1003. Closing the socket applies each of its turns' ``on_disconnect`` policy
+(default: stop, ``client_gone``). ``resume`` follows a stream from ``after_seq`` as a viewer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..bus import ResumeUnavailable, UnknownStream
 from ..engine import Engine, RequestError, TurnHandle
 from ..protocol import Reason, encode_event_with, is_terminal
 from ..protocol.ws import (
@@ -32,6 +34,7 @@ from ..protocol.ws import (
 logger = logging.getLogger("tokenwire.ws")
 
 OUTBOX_FRAMES = 1024
+MAX_REMEMBERED = 10_000
 CLOSE_POLICY_VIOLATION = 1008
 
 
@@ -42,6 +45,8 @@ class _Session:
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_FRAMES)
         self.turns: dict[str, TurnHandle] = {}
         self.forwarders: dict[str, asyncio.Task[None]] = {}
+        self.started: dict[str, str] = {}
+        """request_id → stream_id of every turn this socket started (for ``resume``)."""
 
     def answer_error(self, request_id: str | None, code: str, message: str) -> None:
         try:
@@ -59,8 +64,37 @@ class _Session:
         except RequestError as exc:
             self.answer_error(rid, exc.code, exc.message)
             return
+        self.started[rid] = handle.stream_id
+        if len(self.started) > MAX_REMEMBERED:
+            self.started.pop(next(iter(self.started)))
+        self._follow(rid, handle, after_seq=0, originator=True)
+
+    def resume(self, message: Resume) -> None:
+        rid = message.request_id
+        if rid in self.turns:
+            self.answer_error(rid, "duplicate_request_id", f"request {rid!r} is still running")
+            return
+        stream_id = message.stream_id or self.started.get(rid)
+        if stream_id is None:
+            self.answer_error(rid, "unknown_stream", "give the stream_id to resume")
+            return
+        try:
+            handle = self.engine.handle(stream_id)
+            handle.follower(message.after_seq).take()  # check the cursor is still covered
+        except UnknownStream:
+            self.answer_error(rid, "unknown_stream", f"no stream {stream_id!r} is held")
+            return
+        except ResumeUnavailable as exc:
+            self.answer_error(rid, "resume_unavailable", str(exc))
+            return
+        self._follow(rid, handle, after_seq=message.after_seq, originator=False)
+
+    def _follow(self, rid: str, handle: TurnHandle, *, after_seq: int, originator: bool) -> None:
         self.turns[rid] = handle
-        self.forwarders[rid] = asyncio.get_running_loop().create_task(self._forward(rid, handle))
+        handle.attach()
+        self.forwarders[rid] = asyncio.get_running_loop().create_task(
+            self._forward(rid, handle, after_seq, originator)
+        )
 
     def cancel(self, message: Cancel) -> None:
         handle = self.turns.get(message.request_id)
@@ -71,16 +105,23 @@ class _Session:
             return
         handle.cancel(Reason.CANCELLED)
 
-    async def _forward(self, rid: str, handle: TurnHandle) -> None:
+    async def _forward(
+        self, rid: str, handle: TurnHandle, after_seq: int, originator: bool
+    ) -> None:
+        finished = False
         try:
-            async for batch in handle.batches():
+            async for batch in handle.batches(after_seq):
                 for event in batch:
                     await self.outbox.put(encode_event_with(event, request_id=rid))
                 if is_terminal(batch[-1]):
+                    finished = True
                     return
         finally:
             self.turns.pop(rid, None)
             self.forwarders.pop(rid, None)
+            # The socket went away (or the forward failed) before the end: the turn applies
+            # its on_disconnect policy if this socket started it.
+            handle.detach(originator=originator and not finished)
 
     async def send_loop(self, send_timeout_s: float) -> None:
         while True:
@@ -99,8 +140,6 @@ class _Session:
                 self.outbox.task_done()
 
     async def close_turns(self) -> None:
-        for handle in list(self.turns.values()):
-            handle.cancel(Reason.CLIENT_GONE)
         tasks = list(self.forwarders.values())
         for task in tasks:
             task.cancel()
@@ -143,11 +182,7 @@ async def serve_websocket(websocket: WebSocket, engine: Engine) -> None:
             elif isinstance(parsed, Cancel):
                 session.cancel(parsed)
             elif isinstance(parsed, Resume):
-                session.answer_error(
-                    parsed.request_id,
-                    "unsupported",
-                    "resume needs durable streams, which this server version does not have",
-                )
+                session.resume(parsed)
     except WebSocketDisconnect:
         pass
     finally:
