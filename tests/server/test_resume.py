@@ -168,3 +168,85 @@ async def test_websocket_resume_on_another_socket(live: Live) -> None:
         assert orjson.loads(await ws.recv())["code"] == "unknown_stream"
     done = check_invariants(seen)
     assert isinstance(done, Done) and done.reason is Reason.STOP
+
+
+async def test_drop_after_every_event_then_resume_reassembles_the_log_exactly() -> None:
+    script = {"tokens": [f"w{i} " for i in range(54)], "delay_ms": 1}
+    async with live_server(settings(coalesce={"window_ms": 0})) as live:
+        body = {"prompt": "x", "background": True, "script": script}
+        stream_id = (await live.client.post("/v1/streams", json=body)).json()["stream_id"]
+        async with live.client.stream("GET", f"/v1/streams/{stream_id}/events") as response:
+            full = await read_sse(response)
+        assert len(full) == 60  # start, 2 status, 54 deltas, text.done, usage, done
+        for k in range(len(full)):
+            got: list[Event] = []
+            cursor = 0
+            # Read k events, drop; resume from the last id for the rest.
+            async with live.client.stream("GET", f"/v1/streams/{stream_id}/events") as first:
+                decoder = SSEDecoder()
+                async for chunk in first.aiter_bytes():
+                    for message in decoder.feed(chunk):
+                        if len(got) < k:
+                            got.append(decode_event(message.data))
+                    if len(got) >= k:
+                        break
+            cursor = got[-1].seq if got else 0
+            async with live.client.stream(
+                "GET",
+                f"/v1/streams/{stream_id}/events",
+                headers={"Last-Event-ID": str(cursor)},
+            ) as rest:
+                got += await read_sse(rest)
+            assert got == full, k
+
+
+async def test_resume_racing_the_terminal_event_and_two_followers() -> None:
+    async with live_server(settings(coalesce={"window_ms": 0})) as live:
+        body = {
+            "prompt": "x",
+            "on_disconnect": "continue",
+            "script": {"tokens": ["a", "b", "c"], "delay_ms": 2},
+        }
+        async with live.client.stream("POST", "/v1/streams", json=body) as response:
+            stream_id = response.headers["x-tokenwire-stream-id"]
+            start = await events_until(response, 1)
+
+            async def follow(after: int) -> list[Event]:
+                async with live.client.stream(
+                    "GET", f"/v1/streams/{stream_id}/events?after={after}"
+                ) as r:
+                    return await read_sse(r)
+
+            a, b = await asyncio.gather(follow(start[-1].seq), follow(start[-1].seq))
+        assert a == b
+        check_invariants(start + a)
+        # After the terminal event: an empty replay that still ends cleanly.
+        last = a[-1].seq
+        assert await follow(last) == []
+
+
+async def test_bad_cursors_are_400(live: Live) -> None:
+    async with live.client.stream("POST", "/v1/streams", json={"prompt": "x"}) as response:
+        stream_id = response.headers["x-tokenwire-stream-id"]
+        await read_sse(response)
+    for cursor in ("-1", "abc", "1.5", "9" * 40, "10000"):
+        bad = await live.client.get(
+            f"/v1/streams/{stream_id}/events", headers={"Last-Event-ID": cursor}
+        )
+        assert bad.status_code == 400, cursor
+        assert bad.json()["error"]["code"] == "bad_request"
+
+
+async def test_twenty_concurrent_posts_with_one_key_make_one_generation(live: Live) -> None:
+    body = {"prompt": "x", "script": {"tokens": ["one", " gen"], "delay_ms": 2}}
+
+    async def post() -> list[Event]:
+        async with live.client.stream(
+            "POST", "/v1/streams", json=body, headers={"Idempotency-Key": "same"}
+        ) as response:
+            return await read_sse(response)
+
+    results = await asyncio.gather(*(post() for _ in range(20)))
+    assert all(r == results[0] for r in results)
+    assert live.provider.started == 1
+    check_invariants(results[0])

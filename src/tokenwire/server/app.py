@@ -101,10 +101,14 @@ def resume_response(engine: Engine, stream_id: str, request: Request) -> Respons
     """``GET /v1/streams/{id}/events``: replay after ``Last-Event-ID`` (or ``?after=``) and
     follow live, as a viewer: leaving never stops the turn."""
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 18:
         raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
     handle = engine.handle(stream_id)
-    return _sse(engine, handle, after_seq=int(raw), originator=False)
+    after = int(raw)
+    if after > engine.log.head(stream_id):
+        # No client can have seen an event that does not exist yet: a corrupted cursor.
+        raise ApiError(400, "bad_request", f"cursor {after} is ahead of the stream")
+    return _sse(engine, handle, after_seq=after, originator=False)
 
 
 def _sse(engine: Engine, handle: TurnHandle, *, after_seq: int, originator: bool) -> Response:

@@ -80,6 +80,9 @@ class _Session:
             return
         try:
             handle = self.engine.handle(stream_id)
+            if message.after_seq > self.engine.log.head(stream_id):
+                self.answer_error(rid, "invalid_request", "after_seq is ahead of the stream")
+                return
             handle.follower(message.after_seq).take()  # check the cursor is still covered
         except UnknownStream:
             self.answer_error(rid, "unknown_stream", f"no stream {stream_id!r} is held")
