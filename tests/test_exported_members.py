@@ -12,6 +12,7 @@ import tokenwire.protocol
 import tokenwire.providers
 import tokenwire.router
 import tokenwire.server
+import tokenwire.store
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,7 @@ import tokenwire.server
         tokenwire.server,
         tokenwire.output,
         tokenwire.router,
+        tokenwire.store,
     ],
 )
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:

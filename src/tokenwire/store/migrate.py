@@ -1,0 +1,48 @@
+"""Running the store's Alembic migrations from code, no ``alembic.ini`` needed.
+
+``script_location`` points inside the installed package, so migrations work from a wheel.
+Upgrading an up-to-date database is a no-op, so callers may migrate on every start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+"""The Alembic script directory shipped with the package."""
+
+HEAD = "head"
+
+
+def alembic_config(url: str = "") -> Config:
+    """An Alembic config for the store's migrations (``url`` only matters without a connection)."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    # ConfigParser interpolates '%': a percent-encoded password would otherwise break it.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate_sync(url: str, revision: str = HEAD) -> None:
+    """Upgrade the database at ``url`` (an async URL) to ``revision``.
+
+    Blocking, and it runs its own event loop: call it from synchronous code (a CLI, a deploy
+    step, ``asyncio.to_thread``), never from inside a running loop (use ``Store.migrate``).
+    """
+    command.upgrade(alembic_config(url), revision)
+
+
+async def migrate_connection(connection: AsyncConnection, revision: str = HEAD) -> None:
+    """Upgrade through an open async connection, in the caller's loop; the caller commits."""
+
+    def upgrade(sync_connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, revision)
+
+    await connection.run_sync(upgrade)

@@ -1,0 +1,58 @@
+"""Migrations: from empty, twice, both entry points; the models match the migrated schema."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tokenwire.store import Store, migrate_sync
+from tokenwire.store.models import Base
+
+TABLES = {"alembic_version", "conversations", "outbox", "route_results", "turns"}
+
+
+async def _schema(url: str) -> tuple[set[str], list[str], list[object]]:
+    """The tables, the Alembic version rows, and any difference between models and schema."""
+
+    def inspect_schema(sync: Connection) -> tuple[set[str], list[object]]:
+        diff = compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        return set(inspect(sync).get_table_names()), diff
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            tables, diff = await conn.run_sync(inspect_schema)
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            versions = [row[0] for row in rows]
+    finally:
+        await engine.dispose()
+    return tables, versions, diff
+
+
+async def test_migrate_sync_from_empty_twice(database_url: str) -> None:
+    await asyncio.to_thread(migrate_sync, database_url)
+    await asyncio.to_thread(migrate_sync, database_url)
+
+    tables, versions, diff = await _schema(database_url)
+    assert tables == TABLES
+    assert versions == ["0001"]
+    assert diff == []
+
+
+async def test_store_migrate_from_empty_twice(database_url: str) -> None:
+    store = Store(database_url)
+    await store.open()
+    await store.migrate()
+    await store.aclose()
+    # Opening again (a restart) migrates again: a no-op.
+    await store.open()
+    await store.aclose()
+
+    tables, versions, diff = await _schema(database_url)
+    assert tables == TABLES
+    assert versions == ["0001"]
+    assert diff == []
