@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from tests.support.chunks import collect, raises
 from tests.support.upstream import Behavior, FakeUpstream, ToolCall
 from tokenwire.config import AnthropicProviderSettings
 from tokenwire.providers.anthropic import AnthropicProvider
@@ -17,8 +18,6 @@ from tokenwire.providers.base import (
     GenerationRequest,
     Message,
     Provider,
-    ProviderChunk,
-    ProviderError,
     TextChunk,
     ToolCallChunk,
     UsageChunk,
@@ -70,20 +69,6 @@ async def make_provider(
     yield make
     for provider in made:
         await provider.aclose()
-
-
-async def collect(stream: AsyncIterator[ProviderChunk]) -> list[ProviderChunk]:
-    async with asyncio.timeout(GUARD_S):
-        return [chunk async for chunk in stream]
-
-
-async def raises(stream: AsyncIterator[ProviderChunk]) -> tuple[list[ProviderChunk], ProviderError]:
-    seen: list[ProviderChunk] = []
-    with pytest.raises(ProviderError) as info:
-        async with asyncio.timeout(GUARD_S):
-            async for chunk in stream:
-                seen.append(chunk)
-    return seen, info.value
 
 
 async def test_it_is_a_provider(make_provider: MakeProvider) -> None:

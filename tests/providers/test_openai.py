@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from tests.support.chunks import collect, raises, text
 from tests.support.upstream import Behavior, FakeUpstream, ToolCall
 from tokenwire.config import OpenAIProviderSettings
 from tokenwire.providers.base import (
@@ -16,8 +17,6 @@ from tokenwire.providers.base import (
     GenerationRequest,
     Message,
     Provider,
-    ProviderChunk,
-    ProviderError,
     TextChunk,
     ToolCallChunk,
     UsageChunk,
@@ -59,24 +58,6 @@ async def make_provider(upstream: FakeUpstream) -> AsyncIterator[MakeProvider]:
     yield make
     for provider in made:
         await provider.aclose()
-
-
-async def collect(stream: AsyncIterator[ProviderChunk]) -> list[ProviderChunk]:
-    async with asyncio.timeout(GUARD_S):
-        return [chunk async for chunk in stream]
-
-
-async def raises(stream: AsyncIterator[ProviderChunk]) -> tuple[list[ProviderChunk], ProviderError]:
-    seen: list[ProviderChunk] = []
-    with pytest.raises(ProviderError) as info:
-        async with asyncio.timeout(GUARD_S):
-            async for chunk in stream:
-                seen.append(chunk)
-    return seen, info.value
-
-
-def text(chunks: list[ProviderChunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextChunk))
 
 
 async def test_it_is_a_provider(make_provider: MakeProvider) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from ..protocol import (
     TurnLifecycle,
     Usage,
 )
+from ..protocol.retry import backoff_delay
 from ..providers import (
     Begin,
     Finish,
@@ -216,15 +216,18 @@ class Turn:
         before it started). Keeps the promise of one terminal event per stream."""
         if self.terminal is None and not self.lifecycle.closed:
             if self.lifecycle.state.value == "idle":
-                self._emit(
-                    Start(
-                        conversation_id=self.plan.conversation_id,
-                        model=self.model or "",
-                        route=self.plan.route,
-                        created_at=self.created_at,
-                    )
-                )
+                self._emit_start()
             self._finish(_Outcome(self._stop_reason or reason, "stopped"))
+
+    def _emit_start(self) -> None:
+        self._emit(
+            Start(
+                conversation_id=self.plan.conversation_id,
+                model=self.model or "",
+                route=self.plan.route,
+                created_at=self.created_at,
+            )
+        )
 
     # -- the turn --------------------------------------------------------------------------
 
@@ -233,14 +236,7 @@ class Turn:
         outcome: _Outcome
         self._running = True
         try:
-            self._emit(
-                Start(
-                    conversation_id=self.plan.conversation_id,
-                    model=self.model or "",
-                    route=self.plan.route,
-                    created_at=self.created_at,
-                )
-            )
+            self._emit_start()
             self._emit(Status(phase=Phase.QUEUED))
             self._watch()
             if self._stop_reason is not None:
@@ -291,14 +287,16 @@ class Turn:
         return last
 
     async def _backoff(self, try_no: int, last: _Outcome | None) -> None:
-        """Sleep before a retry: exponential with jitter, or the upstream's ``Retry-After`` when
-        it asked for longer (a deadline passing meanwhile stops the turn)."""
+        """Sleep before a retry (a deadline passing meanwhile stops the turn)."""
         plan = self.plan
-        delay = min(plan.backoff_max_s, plan.backoff_initial_s * 2 ** (try_no - 2))
-        delay *= 0.5 + random.random() / 2
-        if last is not None and last.retry_after is not None:
-            delay = max(delay, last.retry_after)
-        await asyncio.sleep(delay)
+        await asyncio.sleep(
+            backoff_delay(
+                try_no - 1,
+                initial_s=plan.backoff_initial_s,
+                max_s=plan.backoff_max_s,
+                retry_after=last.retry_after if last is not None else None,
+            )
+        )
 
     async def _attempt(
         self, provider: Provider, attempt: int, scheduler: ProviderScheduler | None

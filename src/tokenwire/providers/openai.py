@@ -13,9 +13,7 @@ A connection that breaks in the middle of the body is treated like a body that e
 
 from __future__ import annotations
 
-import email.utils
 import os
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -24,6 +22,7 @@ import orjson
 
 from ..config import OpenAIProviderSettings
 from ..protocol.errors import RemoteProtocolError
+from ..protocol.retry import retry_after_seconds
 from ..protocol.sse import SSEDecoder
 from .base import (
     Begin,
@@ -88,18 +87,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             return max(float(value) / 1000, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 def vendor_message(body: bytes | str, fallback: str) -> tuple[str, str | None]:

@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import random
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import orjson
 
+from ..protocol.retry import backoff_delay
+from ..protocol.retry import retry_after_seconds as parse_retry_after
 from .sinks import AttemptCallback, DeliveryError
 
 SIGNATURE_HEADER = "X-Tokenwire-Signature"
@@ -70,23 +70,6 @@ def verify_signature(
     if abs(current - sent) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 class WebhookSink:
@@ -183,11 +166,13 @@ class WebhookSink:
         """Seconds before attempt ``attempt + 1``: exponential, jittered to its upper half so
         that many failed deliveries do not come back in lockstep; at least the receiver's
         ``Retry-After`` (capped, so one header cannot park a delivery for hours)."""
-        delay = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** (attempt - 1))
-        delay *= 0.5 + random.random() / 2
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_after_max_s))
-        return delay
+        return backoff_delay(
+            attempt,
+            initial_s=self.backoff_initial_s,
+            max_s=self.backoff_max_s,
+            retry_after=retry_after,
+            retry_after_max_s=self.retry_after_max_s,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client. A delivery in progress fails; the sink is unusable after."""
