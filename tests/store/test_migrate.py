@@ -56,3 +56,12 @@ async def test_store_migrate_from_empty_twice(database_url: str) -> None:
     assert tables == TABLES
     assert versions == ["0001"]
     assert diff == []
+
+
+def test_an_unsupported_database_is_refused_at_once() -> None:
+    import pytest
+
+    from tokenwire.store import Store
+
+    with pytest.raises(ValueError, match="unsupported database"):
+        Store("mysql+aiomysql://localhost/db")

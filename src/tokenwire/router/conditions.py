@@ -18,6 +18,7 @@ that ended without structured data. Equality is JSON equality: ``true`` does not
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -26,14 +27,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 from .record import MISSING, resolve
 
 
-class BaseCondition(BaseModel):
+class BaseCondition(BaseModel, ABC):
     """The base of every declarative condition: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @abstractmethod
     def matches(self, record: Mapping[str, Any]) -> bool:
         """True when the record satisfies this condition. Never raises for any record shape."""
-        raise NotImplementedError
 
 
 class Always(BaseCondition):

@@ -41,4 +41,6 @@ def insert_ignoring_conflicts(
         return postgresql.insert(table).values(values).on_conflict_do_nothing()
     if conn.dialect.name == "sqlite":
         return sqlite.insert(table).values(values).on_conflict_do_nothing()
-    raise NotImplementedError(f"unsupported database dialect: {conn.dialect.name}")
+    raise ValueError(
+        f"unsupported database {conn.dialect.name!r}: tokenwire stores to SQLite or Postgres"
+    )

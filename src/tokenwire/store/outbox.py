@@ -8,6 +8,7 @@ and two workers never hold the same item at once (each claim is a conditional ``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +21,13 @@ from tokenwire.store.models import OutboxItem
 DEFAULT_LEASE_S = 60.0
 
 
-class OutboxMixin:
+class OutboxMixin(ABC):
     """Outbox operations; the class using it provides ``engine``."""
 
     @property
+    @abstractmethod
     def engine(self) -> AsyncEngine:
-        raise NotImplementedError
+        """The open SQLAlchemy engine the operations run on."""
 
     async def enqueue(self, stream_id: str, route: str, payload: dict[str, Any]) -> int:
         """Queue ``payload`` for ``route``, due now; returns the item id (the existing one if

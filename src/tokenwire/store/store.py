@@ -47,6 +47,12 @@ class Store(OutboxMixin):
     """Persistence over one SQLAlchemy async engine (SQLite by default, or Postgres)."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
+        """Raises ``ValueError`` for a database other than SQLite or Postgres."""
+        if not url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"unsupported database URL {url!r}: use sqlite+aiosqlite:// or "
+                "postgresql+asyncpg://"
+            )
         self.url = url
         self._engine: AsyncEngine | None = None
 
