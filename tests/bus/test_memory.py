@@ -86,13 +86,15 @@ async def test_trimmed_history_is_an_explicit_resume_error() -> None:
 
 
 async def test_finished_streams_expire_after_retention() -> None:
-    log = MemoryEventLog(retention_s=0.01)
+    expired = asyncio.Event()
+    log = MemoryEventLog(retention_s=0.01, on_expire=lambda _id: expired.set())
     log.open("s")
     lc, events = _events(0)
     for e in [*events, _done(lc)]:
         log.append("s", e)
     assert "s" in log
-    await asyncio.sleep(0.05)  # retention is time passing: let it pass
+    async with asyncio.timeout(10):
+        await expired.wait()
     assert "s" not in log
     with pytest.raises(UnknownStream):
         log.head("s")

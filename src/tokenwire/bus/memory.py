@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 from ..protocol import Event, is_terminal
 from .log import ResumeUnavailable, UnknownStream
@@ -93,12 +94,16 @@ class MemoryEventLog:
         max_events: int = 100_000,
         retention_s: float = 300.0,
         max_finished: int = 10_000,
+        on_expire: Callable[[str], object] | None = None,
     ) -> None:
+        """``on_expire(stream_id)`` is called when a finished stream is dropped (metrics,
+        tests)."""
         self._max_events = max_events
         self._retention_s = retention_s
         self._max_finished = max_finished
         self._streams: dict[str, _Stream] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._on_expire = on_expire
 
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self._streams
@@ -147,4 +152,5 @@ class MemoryEventLog:
 
     def _expire(self, stream_id: str) -> None:
         self._finished.pop(stream_id, None)
-        self._streams.pop(stream_id, None)
+        if self._streams.pop(stream_id, None) is not None and self._on_expire is not None:
+            self._on_expire(stream_id)
