@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from tests.support.chunks import collect, raises
+from tests.support.server import free_port
 from tests.support.upstream import Behavior, FakeUpstream, ToolCall
 from tokenwire.config import AnthropicProviderSettings
 from tokenwire.providers.anthropic import AnthropicProvider
@@ -255,12 +255,6 @@ async def test_cancelling_the_consumer_closes_the_upstream_connection(
         with pytest.raises(asyncio.CancelledError):
             await task
         await upstream.wait_client_disconnect()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_connection_refused_is_a_retryable_connect_error(make_provider: MakeProvider) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from tests.support.chunks import collect, raises, text
+from tests.support.server import free_port
 from tests.support.upstream import Behavior, FakeUpstream, ToolCall
 from tokenwire.config import OpenAIProviderSettings
 from tokenwire.providers.base import (
@@ -265,12 +265,6 @@ async def test_the_pool_is_reused(upstream: FakeUpstream, make_provider: MakePro
     assert len({r.peer for r in upstream.requests}) == 1
     assert provider._session is not None and provider._session.connector is not None
     assert provider._session.connector.limit == 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_connection_refused_is_a_retryable_connect_error(make_provider: MakeProvider) -> None:
