@@ -6,9 +6,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.databases import PostgresServer, fresh_database, postgres_server, sqlite_url
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -44,3 +47,28 @@ def _loopback_only() -> Iterator[None]:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _store_in_tmp(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every engine a test builds persists, as by default, but to a SQLite file of its own
+    (the default file is ./tokenwire.db, which tests must not share or leave behind)."""
+    monkeypatch.setenv("TOKENWIRE_STORE__URL", f"sqlite+aiosqlite:///{tmp_path}/tokenwire.db")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database of each backend, private to the test: every test using it
+    runs on a SQLite file and on a real Postgres server."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "store.db")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    with fresh_database(server) as url:
+        yield url

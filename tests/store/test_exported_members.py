@@ -11,6 +11,14 @@ def test_all_is_sorted_and_every_name_exists() -> None:
 
     names = tokenwire.store.__all__
     assert names == sorted(names, key=isort_style)
-    assert names == ["DEFAULT_LEASE_S", "DEFAULT_URL", "INTERRUPTED", "Store", "migrate_sync"]
+    assert names == [
+        "DEFAULT_LEASE_S",
+        "DEFAULT_URL",
+        "INTERRUPTED",
+        "Store",
+        "TurnFinish",
+        "TurnStart",
+        "migrate_sync",
+    ]
     for name in names:
         assert hasattr(tokenwire.store, name), name

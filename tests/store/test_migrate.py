@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -12,7 +14,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tokenwire.store import Store, migrate_sync
 from tokenwire.store.models import Base
 
-TABLES = {"alembic_version", "conversations", "outbox", "route_results", "turns"}
+TABLES = {
+    "alembic_version",
+    "conversations",
+    "outbox",
+    "route_records",
+    "route_results",
+    "turns",
+}
 
 
 async def _schema(url: str) -> tuple[set[str], list[str], list[object]]:
@@ -39,7 +48,7 @@ async def test_migrate_sync_from_empty_twice(database_url: str) -> None:
 
     tables, versions, diff = await _schema(database_url)
     assert tables == TABLES
-    assert versions == ["0001"]
+    assert versions == ["0002"]
     assert diff == []
 
 
@@ -54,7 +63,7 @@ async def test_store_migrate_from_empty_twice(database_url: str) -> None:
 
     tables, versions, diff = await _schema(database_url)
     assert tables == TABLES
-    assert versions == ["0001"]
+    assert versions == ["0002"]
     assert diff == []
 
 
@@ -65,3 +74,39 @@ def test_an_unsupported_database_is_refused_at_once() -> None:
 
     with pytest.raises(ValueError, match="unsupported database"):
         Store("mysql+aiomysql://localhost/db")
+
+
+async def test_concurrent_migrations_of_one_database_wait_for_each_other(
+    database_url: str,
+) -> None:
+    # Several processes starting at once (gateways, workers, a deploy step) on an empty
+    # database: without the migration lock, two would both try to create the tables.
+    env = {**os.environ, "TOKENWIRE_STORE__URL": database_url}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tokenwire.cli",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    async with asyncio.timeout(120):
+        outputs = [await proc.communicate() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err for _, err in outputs]
+    tables, versions, diff = await _schema(database_url)
+    assert tables == TABLES
+    assert versions == ["0002"]
+    assert diff == []
+
+
+async def test_upgrading_a_database_made_by_the_first_release(database_url: str) -> None:
+    await asyncio.to_thread(migrate_sync, database_url, "0001")
+    store = Store(database_url)
+    await store.open()  # migrates 0001 -> head
+    await store.aclose()
+    tables, versions, diff = await _schema(database_url)
+    assert tables == TABLES and versions == ["0002"] and diff == []

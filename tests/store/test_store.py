@@ -34,7 +34,7 @@ def done(answer: str = "hello", **fields: Any) -> dict[str, Any]:
 async def test_create_and_get_conversation(store: Store) -> None:
     created = await store.create_conversation({"title": "hi"})
 
-    assert len(created["id"]) == 32
+    assert created["id"].startswith("cv_") and len(created["id"]) == 3 + 32
     assert datetime.fromisoformat(created["created_at"]).utcoffset() is not None
     got = await store.get_conversation(created["id"])
     assert got == {**created, "turns": []}

@@ -4,6 +4,14 @@ Alembic migrations shipped in the package."""
 
 from tokenwire.store.migrate import migrate_sync
 from tokenwire.store.outbox import DEFAULT_LEASE_S
-from tokenwire.store.store import DEFAULT_URL, INTERRUPTED, Store
+from tokenwire.store.store import DEFAULT_URL, INTERRUPTED, Store, TurnFinish, TurnStart
 
-__all__ = ["DEFAULT_LEASE_S", "DEFAULT_URL", "INTERRUPTED", "Store", "migrate_sync"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "DEFAULT_URL",
+    "INTERRUPTED",
+    "Store",
+    "TurnFinish",
+    "TurnStart",
+    "migrate_sync",
+]

@@ -21,6 +21,12 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor = dbapi_connection.cursor()
     # SQLite leaves foreign keys off unless each connection asks for them.
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Write-ahead logging: readers never block the writer, and with synchronous=NORMAL a
+    # commit is an append without an fsync (a killed process loses nothing; a power cut may
+    # lose the last commits, never the file's integrity). The default rollback journal
+    # fsyncs twice per commit, which caps a server at ~200 commits/s.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
@@ -31,6 +37,17 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+def insert_many_ignoring_conflicts(conn: AsyncConnection, table: type[Base]) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` without values, for ``execute(stmt, rows)``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(
+        f"unsupported database {conn.dialect.name!r}: tokenwire stores to SQLite or Postgres"
+    )
 
 
 def insert_ignoring_conflicts(

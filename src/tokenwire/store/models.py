@@ -66,8 +66,17 @@ class Conversation(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    """The API key's tenant that owns it (None: auth is off)."""
+    summary: Mapped[str | None] = mapped_column(Text)
+    """A summary of the oldest turns, made in the background, used when they no longer fit."""
+    summary_covers: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The stream ids of the turns ``summary`` stands for."""
 
-    __table_args__ = (Index("ix_conversations_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_created_at_id", "created_at", "id"),
+        Index("ix_conversations_tenant_created_at_id", "tenant", "created_at", "id"),
+    )
 
 
 class Turn(Base):
@@ -79,6 +88,7 @@ class Turn(Base):
     conversation_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
+    tenant: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16))
     """``running`` until the terminal record is written, then ``finished``."""
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -141,3 +151,18 @@ class OutboxItem(Base):
         UniqueConstraint("stream_id", "route", name="uq_outbox_stream_route"),
         Index("ix_outbox_state_available_at", "state", "available_at"),
     )
+
+
+class RouteRecord(Base):
+    """A turn's system-channel record, as the built-in ``sql`` sink wrote it for one route."""
+
+    __tablename__ = "route_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream_id: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(128))
+    conversation_id: Mapped[str | None] = mapped_column(String(64))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("stream_id", "route", name="uq_route_records_stream_route"),)

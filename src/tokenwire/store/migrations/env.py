@@ -13,12 +13,14 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tokenwire.store.migrate import lock_for_migration
 from tokenwire.store.models import Base
 
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    lock_for_migration(connection)  # concurrent starts wait here, then find the schema at head
     # Batch mode lets later revisions ALTER tables on SQLite (which rebuilds them).
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
