@@ -55,10 +55,14 @@ async def strategy_latency(engine: Engine, strategy: str) -> dict[str, Any]:
     ok = 0
     attempts: list[int] = []
     for prompt in PROMPTS:
-        body = {"prompt": prompt, "max_tokens": 32, "temperature": 0,
-                "extraction": {"schema": SCHEMA, "strategy": strategy}}
+        body = {
+            "prompt": prompt,
+            "max_tokens": 32,
+            "temperature": 0,
+            "extraction": {"schema": SCHEMA, "strategy": strategy},
+        }
         text_done = structured_done = None
-        async for event in engine.submit(body).events():
+        async for event in (await engine.submit(body)).events():
             now = time.perf_counter()
             if event.type == "text.done":
                 text_done = now
@@ -79,7 +83,7 @@ async def ttft(engine: Engine, n: int) -> list[float]:
         t0 = time.perf_counter()
         body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": 16, "temperature": 0}
         first = None
-        async for event in engine.submit(body).events():
+        async for event in (await engine.submit(body)).events():
             if event.type == "text.delta" and first is None:
                 first = time.perf_counter() - t0
         if first is not None:
@@ -92,7 +96,9 @@ async def background_call(engine: Engine, prompt: str) -> None:
     provider = engine.providers["local"]
     request = GenerationRequest(
         messages=(Message("user", f"Text: {prompt}\nExtract the fields as JSON.\nJSON: "),),
-        max_tokens=48, temperature=0.0, json_schema=SCHEMA,
+        max_tokens=48,
+        temperature=0.0,
+        json_schema=SCHEMA,
     )
     async with engine.schedulers["local"].slot(Priority.BACKGROUND, tokens=48):
         async for chunk in provider.stream(request):

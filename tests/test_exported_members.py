@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tokenwire
+import tokenwire.auth
 import tokenwire.bus
 import tokenwire.engine
 import tokenwire.output
@@ -27,6 +28,7 @@ import tokenwire.store
         tokenwire.output,
         tokenwire.router,
         tokenwire.store,
+        tokenwire.auth,
     ],
 )
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:

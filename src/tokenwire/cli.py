@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: serve, chat, providers."""
+"""The ``tokenwire`` command: serve, chat, providers, keys, migrate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .auth import Authenticator, InsecureBind, check_bind, new_key_snippet
 from .config import Settings, load_settings
 from .engine import Engine, RequestError
 from .protocol import Done, Error, Event, Reason, SSEDecoder, TextDelta, decode_event
@@ -52,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     providers = sub.add_parser("providers", help="list providers and whether each is reachable")
     _config_arg(providers)
     providers.set_defaults(func=_providers)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(required=True, metavar="ACTION")
+    new_key = keys_sub.add_parser(
+        "new", help="make an API key: prints the key once, and the config lines with its hash"
+    )
+    new_key.add_argument("--tenant", required=True, help="the tenant the key opens")
+    new_key.add_argument("--name", help="a label for the key (shown in logs)")
+    new_key.set_defaults(func=_new_key)
+
+    migrate = sub.add_parser(
+        "migrate", help="create or upgrade the store's tables ([store] url); serve does it too"
+    )
+    _config_arg(migrate)
+    migrate.set_defaults(func=_migrate)
     return parser
 
 
@@ -73,6 +89,14 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    auth = Authenticator(settings.auth)
+    try:
+        check_bind(
+            host, auth_enabled=auth.enabled, allow_insecure=settings.auth.allow_insecure_bind
+        )
+    except InsecureBind as exc:
+        print(f"tokenwire: {exc}", file=sys.stderr)
+        return 2
     engine = Engine(settings)
     app = create_app(engine=engine)
     config = uvicorn.Config(
@@ -100,6 +124,29 @@ def _serve(args: argparse.Namespace) -> int:
             await super().shutdown(sockets)
 
     Server(config).run()
+    return 0
+
+
+# -- keys, migrate ---------------------------------------------------------------------------
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    key, snippet = new_key_snippet(args.tenant, args.name)
+    print(f"API key (shown once; store it now):\n  {key}\n", file=sys.stderr)
+    print("Add to the config file (only the hash is kept):", file=sys.stderr)
+    print(snippet)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .store import migrate_sync
+
+    settings = load_settings(args.config)
+    if not settings.store.url:
+        print("tokenwire: [store] url is empty: persistence is off", file=sys.stderr)
+        return 2
+    migrate_sync(settings.store.url)
+    print(f"tokenwire: the store at {settings.store.url} is up to date", file=sys.stderr)
     return 0
 
 
@@ -162,7 +209,7 @@ async def _chat_embedded(config: str | None, body: dict[str, Any]) -> Done | Err
     async with Engine(settings) as engine:
         printer.t0 = time.perf_counter()
         try:
-            handle = engine.submit(body)
+            handle = await engine.submit(body)
         except RequestError as exc:
             print(f"tokenwire: {exc.message}", file=sys.stderr)
             return None

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .auth.settings import AuthSettings
 from .router.config import RouterSettings
 
 
@@ -167,6 +168,44 @@ class LimitSettings(_Section):
     )
 
 
+class StoreSettings(_Section):
+    """Persistence of conversations, turn records and the system channel's outbox."""
+
+    url: str = Field(
+        default="sqlite+aiosqlite:///tokenwire.db",
+        description="sqlite+aiosqlite:///PATH or postgresql+asyncpg://...; empty: no persistence",
+    )
+    write_timeout_s: float = Field(
+        default=10.0, gt=0, description="a turn's record write waits this long, then retries later"
+    )
+    outbox_poll_s: float = Field(
+        default=1.0, gt=0, description="how often the outbox is checked for due deliveries"
+    )
+    outbox_lease_s: float = Field(
+        default=120.0, gt=0, description="a claimed delivery is retried after this if not settled"
+    )
+    outbox_max_attempts: int = Field(default=8, ge=1, description="then the delivery is dead")
+    outbox_backoff_initial_s: float = Field(default=1.0, ge=0)
+    outbox_backoff_max_s: float = Field(default=300.0, ge=0)
+
+
+class ContextSettings(_Section):
+    """Conversation history: how a turn that names ``conversation_id`` gets its context."""
+
+    max_history_turns: int = Field(
+        default=200, ge=0, description="the newest turns loaded; older ones are never sent"
+    )
+    summarize: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description=(
+            "summarise turns that no longer fit (a background call after the turn); auto: "
+            "not with the local base model, whose summaries lose or invent facts"
+        ),
+    )
+    summary_max_tokens: int = Field(default=256, ge=16)
+    summary_timeout_s: float = Field(default=120.0, gt=0)
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {"local": LocalProviderSettings()}
 
@@ -198,6 +237,9 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    context: ContextSettings = Field(default_factory=ContextSettings)
     schemas: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named JSON Schemas a request can use by name"
     )

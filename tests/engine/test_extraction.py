@@ -23,7 +23,7 @@ async def turn(engine: Engine, strategy: str, script: dict[str, Any], **extra: A
         "script": script,
         "extraction": {"schema": MOOD, "strategy": strategy, **extra},
     }
-    return [e async for e in engine.submit(body).events()]
+    return [e async for e in (await engine.submit(body)).events()]
 
 
 def structured(events: list[Event]) -> dict[str, Any]:
@@ -189,7 +189,7 @@ async def test_named_schemas_and_bad_specs() -> None:
             "script": {"tokens": ["Hi"], "extraction": {"tokens": ['{"mood": "ok"}']}},
             "extraction": {"schema": "mood", "strategy": "sequential"},
         }
-        events = [e async for e in engine.submit(body).events()]
+        events = [e async for e in (await engine.submit(body)).events()]
         assert structured(events)["schema"] == "mood"
         for bad in (
             {"schema": "nope"},
@@ -198,7 +198,7 @@ async def test_named_schemas_and_bad_specs() -> None:
             {"schema": MOOD, "unknown": 1},
         ):
             with pytest.raises(RequestError):
-                engine.submit({"prompt": "x", "extraction": bad})
+                await engine.submit({"prompt": "x", "extraction": bad})
 
 
 async def test_auto_picks_inline_when_latency_matters_and_the_model_can() -> None:
@@ -279,7 +279,7 @@ async def test_cancel_during_extraction_stops_it(engine: Engine) -> None:
             "extraction": {"tokens": ["{"], "fault": {"kind": "hang", "at": 1}},
         },
     }
-    handle = engine.submit(body)
+    handle = await engine.submit(body)
     events: list[Event] = []
     async for event in handle.events():
         events.append(event)

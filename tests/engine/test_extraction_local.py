@@ -64,7 +64,7 @@ async def test_twenty_varied_prompts_all_validate(engine: Engine) -> None:
             "temperature": 0,
             "extraction": {"schema": REVIEW, "strategy": "sequential"},
         }
-        events = [e async for e in engine.submit(body).events()]
+        events = [e async for e in (await engine.submit(body)).events()]
         done = check_invariants(events)
         assert isinstance(done, Done), prompt
         record = done.structured

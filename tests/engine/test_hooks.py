@@ -17,7 +17,7 @@ async def test_subscribers_see_lifecycle_events_in_order() -> None:
             seen.append(event.type)
 
         sub = engine.hooks.subscribe(record, types={"start", "text.done", "done", "usage"})
-        handle = engine.submit({"prompt": "x", "script": {"tokens": ["a", "b"]}})
+        handle = await engine.submit({"prompt": "x", "script": {"tokens": ["a", "b"]}})
         await handle.wait()
         await sub.drained()
     assert seen == ["start", "text.done", "usage", "done"]
@@ -31,7 +31,7 @@ async def test_a_raising_subscriber_never_breaks_the_stream() -> None:
             raise RuntimeError("consumer bug")
 
         sub = engine.hooks.subscribe(explode)
-        handle = engine.submit({"prompt": "x", "script": {"tokens": ["a", "b"]}})
+        handle = await engine.submit({"prompt": "x", "script": {"tokens": ["a", "b"]}})
         terminal = await handle.wait()
         await sub.drained()
     assert isinstance(terminal, Done) and terminal.answer == "ab"
@@ -48,7 +48,7 @@ async def test_a_blocked_subscriber_drops_events_and_the_stream_goes_on() -> Non
 
         sub = engine.hooks.subscribe(stuck, queue_size=2)
         tokens = [f"t{i} " for i in range(50)]
-        handle = engine.submit({"prompt": "x", "script": {"tokens": tokens, "delay_ms": 0.1}})
+        handle = await engine.submit({"prompt": "x", "script": {"tokens": tokens, "delay_ms": 0.1}})
         terminal = await handle.wait()
         assert isinstance(terminal, Done) and terminal.answer == "".join(tokens).strip()
         assert sub.dropped > 0
@@ -67,7 +67,7 @@ async def test_an_async_subscriber_that_hangs_only_hurts_itself() -> None:
             await forever.wait()
 
         sub = engine.hooks.subscribe(hang, types={"text.delta"}, queue_size=1)
-        handle = engine.submit(
+        handle = await engine.submit(
             {"prompt": "x", "script": {"tokens": ["a", "b", "c"], "delay_ms": 1}}
         )
         events = [e async for e in handle.events()]

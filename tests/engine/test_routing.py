@@ -61,7 +61,7 @@ async def test_routes_get_the_record_after_done_and_failures_stay_in_their_resul
                 "script": {"tokens": ["Oh", " no"], "extraction": {"tokens": ['{"mood": "bad"}']}},
                 "extraction": {"schema": MOOD, "strategy": "sequential"},
             }
-            handle = engine.submit(body)
+            handle = await engine.submit(body)
             events = [e async for e in handle.events()]
             # The stream is complete while the routes may still be running.
             done = check_invariants(events)
@@ -70,7 +70,7 @@ async def test_routes_get_the_record_after_done_and_failures_stay_in_their_resul
                 await engine.routes_settled()
             results = {r["route"]: r for r in engine.route_results(handle.stream_id) or []}
             release.set()
-            status = engine.status(handle.stream_id)
+            status = await engine.status(handle.stream_id)
     assert results["record"]["ok"] and results["negative"]["ok"]
     assert results["negative"]["attempts"] == 3
     assert results["negative"]["idempotency_key"] == f"{handle.stream_id}:negative"

@@ -16,7 +16,7 @@ from .conftest import scripted, scripted_settings
 
 
 async def collect(engine: Engine, body: dict[str, Any]) -> list[Event]:
-    handle = engine.submit(body)
+    handle = await engine.submit(body)
     return [event async for event in handle.events()]
 
 
@@ -146,7 +146,7 @@ async def test_total_deadline_cuts_a_slow_stream(engine: Engine) -> None:
 
 
 async def test_cancel_mid_stream_aborts_upstream_and_ends_cancelled(engine: Engine) -> None:
-    handle = engine.submit(body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}))
+    handle = await engine.submit(body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}))
     events: list[Event] = []
     async for event in handle.events():
         events.append(event)
@@ -160,7 +160,7 @@ async def test_cancel_mid_stream_aborts_upstream_and_ends_cancelled(engine: Engi
 
 
 async def test_cancel_before_any_text_is_done_not_error(engine: Engine) -> None:
-    handle = engine.submit(body(fault={"kind": "hang", "at": 0}))
+    handle = await engine.submit(body(fault={"kind": "hang", "at": 0}))
     async for event in handle.events():
         if event.type == "status" and getattr(event, "phase", None) == "generating":
             handle.cancel()
@@ -178,13 +178,14 @@ async def test_leaving_run_early_stops_the_turn_as_client_gone(engine: Engine) -
                 stream_id = event.stream_id
                 break
     await scripted(engine).wait_aborted()
-    assert engine.status(stream_id)["terminal"]["reason"] == "client_gone"
+    await engine.handle(stream_id).wait()
+    assert (await engine.status(stream_id))["terminal"]["reason"] == "client_gone"
 
 
 async def test_shutdown_ends_turns_in_flight_with_shutdown() -> None:
     engine = Engine(scripted_settings())
     await engine.open()
-    handle = engine.submit(body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}))
+    handle = await engine.submit(body(tokens=["a", "b"], fault={"kind": "hang", "at": 1}))
     async for event in handle.events():
         if isinstance(event, TextDelta):
             break
@@ -192,7 +193,7 @@ async def test_shutdown_ends_turns_in_flight_with_shutdown() -> None:
     terminal = handle.terminal
     assert isinstance(terminal, Done) and terminal.reason is Reason.SHUTDOWN
     with pytest.raises(Exception, match="shutting down"):
-        engine.submit(body())
+        await engine.submit(body())
 
 
 async def test_first_delta_is_immediate_then_deltas_coalesce() -> None:
@@ -213,7 +214,7 @@ async def test_zero_window_sends_every_token() -> None:
 async def test_pending_text_leaves_when_its_window_closes() -> None:
     settings = scripted_settings(coalesce={"window_ms": 20})
     async with Engine(settings) as engine:
-        handle = engine.submit(body(tokens=["a", "b", "c"], fault={"kind": "hang", "at": 3}))
+        handle = await engine.submit(body(tokens=["a", "b", "c"], fault={"kind": "hang", "at": 3}))
         deltas: list[str] = []
         async for event in handle.events():
             if isinstance(event, TextDelta):
@@ -244,7 +245,7 @@ async def test_requests_the_engine_cannot_serve(engine: Engine) -> None:
         ({"prompt": "x", "script": {"tokens": "notalist"}}, "invalid_request"),
     ]:
         with pytest.raises(RequestError) as info:
-            engine.submit(bad)
+            await engine.submit(bad)
         assert info.value.code == code
 
 
@@ -252,16 +253,16 @@ async def test_active_turns_are_listed_and_limited() -> None:
     from tokenwire import Overloaded
 
     async with Engine(scripted_settings(limits={"max_active_turns": 1})) as engine:
-        handle = engine.submit(body(fault={"kind": "hang", "at": 0}))
+        handle = await engine.submit(body(fault={"kind": "hang", "at": 0}))
         [active] = engine.active()
         assert active.stream_id == handle.stream_id and active.route == "default"
-        assert engine.status(handle.stream_id)["state"] == "active"
+        assert (await engine.status(handle.stream_id))["state"] == "active"
         with pytest.raises(Overloaded):
-            engine.submit(body())
+            await engine.submit(body())
         handle.cancel()
         await handle.wait()
         assert engine.active() == []
-        assert engine.status(handle.stream_id)["state"] == "incomplete"
+        assert (await engine.status(handle.stream_id))["state"] == "incomplete"
 
 
 async def test_many_concurrent_turns_each_end_exactly_once(engine: Engine) -> None:
@@ -272,7 +273,7 @@ async def test_many_concurrent_turns_each_end_exactly_once(engine: Engine) -> No
         {"kind": "fail", "at": 0},
     ]
     handles = [
-        engine.submit(
+        await engine.submit(
             body(
                 tokens=["x", "y", "z"],
                 delay_ms=1,
@@ -295,11 +296,11 @@ async def test_provider_concurrency_queues_turns_and_reports_the_wait() -> None:
         providers={"a": {"kind": "scripted", "concurrency": 1}, "b": {"kind": "scripted"}}
     )
     async with Engine(settings) as engine:
-        first = engine.submit(body(tokens=["a"], fault={"kind": "hang", "at": 1}))
+        first = await engine.submit(body(tokens=["a"], fault={"kind": "hang", "at": 1}))
         async for event in first.events():
             if isinstance(event, TextDelta):
                 break
-        second = engine.submit(body(tokens=["b"]))
+        second = await engine.submit(body(tokens=["b"]))
         scheduler = engine.schedulers["a"]
         for _ in range(100):  # let the second turn reach the scheduler (a few loop steps)
             if scheduler.stats().waiting[Priority.INTERACTIVE]:

@@ -41,7 +41,7 @@ KINDS = ["openai", "anthropic"]
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_relayed_turn_completes(upstream: FakeUpstream, kind: str) -> None:
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.STOP
     assert done.answer == "Hello, world!" and done.usage is not None
@@ -52,7 +52,7 @@ async def test_a_relayed_turn_completes(upstream: FakeUpstream, kind: str) -> No
 async def test_cancel_closes_the_upstream_connection(upstream: FakeUpstream, kind: str) -> None:
     upstream.push(Behavior(tokens=["a", "b"], hang_after=1))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        handle = engine.submit({"prompt": "hi"})
+        handle = await engine.submit({"prompt": "hi"})
         async for event in handle.events():
             if isinstance(event, TextDelta):
                 handle.cancel()
@@ -78,7 +78,10 @@ async def test_each_deadline_closes_the_upstream_connection(
 ) -> None:
     upstream.push(behavior)
     async with Engine(relay_settings(upstream)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi", "deadlines": deadlines}).events()]
+        events = [
+            e
+            async for e in (await engine.submit({"prompt": "hi", "deadlines": deadlines})).events()
+        ]
         async with asyncio.timeout(10):
             await upstream.wait_client_disconnect()
     terminal = check_invariants(events)
@@ -93,7 +96,10 @@ async def test_keepalives_do_not_count_against_the_idle_deadline(upstream: FakeU
     upstream.push(Behavior(tokens=["a", "b"], heartbeat=True, hang_after=1))
     async with Engine(relay_settings(upstream)) as engine:
         events = [
-            e async for e in engine.submit({"prompt": "hi", "deadlines": {"idle_s": 0.2}}).events()
+            e
+            async for e in (
+                await engine.submit({"prompt": "hi", "deadlines": {"idle_s": 0.2}})
+            ).events()
         ]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.TIMEOUT_IDLE
@@ -103,7 +109,7 @@ async def test_keepalives_do_not_count_against_the_idle_deadline(upstream: FakeU
 async def test_rate_limit_before_the_stream_is_retried(upstream: FakeUpstream, kind: str) -> None:
     upstream.push(Behavior(status=429, retry_after="0"), Behavior(tokens=["ok"]))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.answer == "ok" and done.attempts == 2
     # Nothing of the failed attempt reached the stream.
@@ -116,7 +122,7 @@ async def test_server_errors_exhaust_retries_into_one_error(
 ) -> None:
     upstream.push(Behavior(status=500), Behavior(status=503))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     error = check_invariants(events)
     assert isinstance(error, Error) and error.code == "upstream_error" and error.retryable
     assert error.attempts == 2 and len(upstream.requests) == 2
@@ -125,7 +131,7 @@ async def test_server_errors_exhaust_retries_into_one_error(
 async def test_auth_failure_is_not_retried(upstream: FakeUpstream) -> None:
     upstream.push(Behavior(status=401))
     async with Engine(relay_settings(upstream)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     error = check_invariants(events)
     assert isinstance(error, Error) and not error.retryable and len(upstream.requests) == 1
 
@@ -136,7 +142,7 @@ async def test_a_stream_cut_after_text_is_truncated_not_completed(
 ) -> None:
     upstream.push(Behavior(tokens=["a", "b", "c"], cut_after=2))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.UPSTREAM_TRUNCATED
     assert done.partial and done.status == "incomplete" and done.answer == "ab"
@@ -146,7 +152,7 @@ async def test_a_stream_cut_after_text_is_truncated_not_completed(
 async def test_missing_end_marker_is_truncated(upstream: FakeUpstream, kind: str) -> None:
     upstream.push(Behavior(tokens=["a"], no_end_marker=True))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.UPSTREAM_TRUNCATED
 
@@ -157,7 +163,7 @@ async def test_an_error_in_the_middle_of_a_stream_is_partial(
 ) -> None:
     upstream.push(Behavior(tokens=["a", "b"], error_event_after=1))
     async with Engine(relay_settings(upstream, kind)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.UPSTREAM_ERROR and done.answer == "a"
     assert len(upstream.requests) == 1
@@ -186,7 +192,7 @@ async def test_fallback_to_the_next_provider_before_the_first_token() -> None:
             retry={"attempts_per_provider": 2, "backoff_initial_s": 0.001},
         )
         async with Engine(settings) as engine:
-            events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+            events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.answer == "from backup"
     assert done.model == "b" and done.attempts == 3
@@ -205,7 +211,7 @@ async def test_tool_call_deltas_from_an_openai_upstream(upstream: FakeUpstream) 
         )
     )
     async with Engine(relay_settings(upstream)) as engine:
-        events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+        events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     check_invariants(events)
     calls = [(e.call_id, e.name, e.arguments) for e in events if e.type == "tool.call"]  # type: ignore[union-attr]
     assert calls == [("c1", "weather", '{"city": "Oslo"}'), ("c2", "time", "{}")]
@@ -225,7 +231,7 @@ async def test_retry_after_is_honoured_then_a_long_one_falls_back() -> None:
             retry={"attempts_per_provider": 2, "backoff_initial_s": 0.001, "backoff_max_s": 1},
         )
         async with Engine(settings) as engine:
-            events = [e async for e in engine.submit({"prompt": "hi"}).events()]
+            events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     done = check_invariants(events)
     assert isinstance(done, Done) and done.answer == "ok" and done.attempts == 3
     assert len(first.requests) == 1 and len(second.requests) == 2

@@ -68,7 +68,7 @@ async def test_viewers_join_and_leaving_never_cancels(live: Live) -> None:
             seen = await events_until(viewer, 1)
         assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
         # The viewer left: the turn still runs.
-        assert live.engine.status(stream_id)["state"] == "active"
+        assert (await live.engine.status(stream_id))["state"] == "active"
         await live.client.post(f"/v1/streams/{stream_id}/cancel")
         rest = await events_until(owner, 10**6, owner_chunks)
     assert rest[-1].type == "done" and rest[-1].reason is Reason.CANCELLED  # type: ignore[union-attr]
@@ -84,10 +84,11 @@ async def test_continue_policy_cancels_when_nobody_comes_back() -> None:
         async with live.client.stream("POST", "/v1/streams", json=body) as response:
             stream_id = response.headers["x-tokenwire-stream-id"]
             await events_until(response, 1)
-        assert live.engine.status(stream_id)["state"] == "active"  # still running: grace
+        assert (await live.engine.status(stream_id))["state"] == "active"  # still running: grace
         async with asyncio.timeout(10):
             await live.provider.wait_aborted()
-        assert live.engine.status(stream_id)["terminal"]["reason"] == "client_gone"
+            await live.engine.handle(stream_id).wait()
+        assert (await live.engine.status(stream_id))["terminal"]["reason"] == "client_gone"
 
 
 async def test_a_cursor_the_log_no_longer_holds_is_an_explicit_error() -> None:

@@ -89,6 +89,7 @@ async def test_client_disconnect_aborts_the_upstream(live: Live) -> None:
     # Leaving the block closed the connection.
     async with asyncio.timeout(10):
         await live.provider.wait_aborted()
+        await live.engine.handle(stream_id).wait()
     status = (await live.client.get(f"/v1/streams/{stream_id}")).json()
     assert status["terminal"]["reason"] == "client_gone"
 

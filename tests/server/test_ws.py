@@ -159,10 +159,13 @@ async def test_closing_the_socket_stops_its_turns(live: Live) -> None:
                     {"type": "generate", "request_id": rid, "prompt": "x", "script": hang}
                 ).decode()
             )
-        seen = 0
-        while seen < 2:
-            if (await recv_json(ws))["type"] == "text.delta":
-                seen += 1
+        seen: set[str] = set()
+        while len(seen) < 2:
+            frame = await recv_json(ws)
+            if frame["type"] == "text.delta":
+                seen.add(frame["stream_id"])
     async with asyncio.timeout(10):
         await live.provider.wait_aborted(2)
+        for stream_id in seen:
+            await live.engine.handle(stream_id).wait()
     assert live.engine.active() == []

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import math
-import uuid
+import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +29,18 @@ from pydantic import ValidationError
 
 from ..bus import EventLog, Follower, MemoryEventLog, UnknownStream, follow
 from ..config import LocalProviderSettings, Settings
+from ..context import (
+    ContextSummary,
+    ContextTooLong,
+    CounterUnavailable,
+    EstimateCounter,
+    HistoryTurn,
+    TokenCounter,
+    context_window_for,
+    counter_for,
+    fit_context,
+    summarize,
+)
 from ..output import (
     ExtractionSpec,
     ResolvedSchema,
@@ -39,12 +53,17 @@ from ..providers import GenerationRequest, Message, Provider
 from ..providers.registry import build_provider
 from ..providers.scripted import ScriptedProvider, parse_script
 from ..router import Router, RouterMetrics, build_record
+from ..store import Store
 from .extraction import ExtractionPlan
 from .hooks import Hooks
 from .metrics import EngineMetrics
+from .outbox import OutboxWorker
+from .records import TurnRecorder
 from .request import DeadlineOverrides, Overloaded, RequestError, TurnRequest
 from .scheduler import ProviderScheduler
 from .turn import Turn, TurnPlan
+
+logger = logging.getLogger("tokenwire.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,19 +180,57 @@ class Engine:
             self.schemas = SchemaRegistry(self.settings.schemas)
         except ValueError as exc:
             raise ValueError(f"[schemas]: {exc}") from None
-        self.router = router if router is not None else Router.from_settings(self.settings.router)
+        self.router = (
+            router
+            if router is not None
+            else Router.from_settings(
+                self.settings.router, store_url=self.settings.store.url or None
+            )
+        )
         self.router.observe(RouterMetrics(self.metrics.registry).observe)
         self._dispatches: set[asyncio.Task[None]] = set()
         self._route_results: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._recent: OrderedDict[str, Turn] = OrderedDict()
-        self._idempotent: OrderedDict[str, tuple[Turn, str]] = OrderedDict()
+        self._idempotent: OrderedDict[tuple[str | None, str], _Idempotent] = OrderedDict()
         self._turns: dict[str, Turn] = {}
+        self._summarizing: dict[str, asyncio.Task[None]] = {}
+        self._counters: dict[str, TokenCounter] = {}
         self._closing = False
+        store = self.settings.store
+        self.store: Store | None = Store(store.url) if store.url else None
+        """Persistence (None when ``[store] url`` is empty: records live only in memory)."""
+        self._recorder: TurnRecorder | None = None
+        self._outbox: OutboxWorker | None = None
+        if self.store is not None:
+            self._recorder = TurnRecorder(
+                self.store, write_timeout_s=store.write_timeout_s, metrics=self.metrics
+            )
+            self._outbox = OutboxWorker(
+                self.store,
+                self.router,
+                metrics=self.metrics,
+                poll_s=store.outbox_poll_s,
+                lease_s=store.outbox_lease_s,
+                max_attempts=store.outbox_max_attempts,
+                backoff_initial_s=store.outbox_backoff_initial_s,
+                backoff_max_s=store.outbox_backoff_max_s,
+                results=self._route_results,
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Get providers ready (load the local model unless ``preload = false``)."""
+        """Open the store (migrating it, and marking the turns a previous process left running
+        ``interrupted``), start the outbox, and get providers ready (load the local model
+        unless ``preload = false``)."""
+        if self.store is not None:
+            await self.store.open()
+            interrupted = await self.store.mark_interrupted()
+            if interrupted:
+                self.metrics.interrupted.inc(interrupted)
+                logger.warning("marked %d turns of a previous run interrupted", interrupted)
+            assert self._outbox is not None
+            self._outbox.start()
         for name, provider in self.providers.items():
             cfg = self.settings.providers.get(name)
             if isinstance(cfg, LocalProviderSettings) and not cfg.preload:
@@ -190,7 +247,18 @@ class Engine:
         tasks = [t.task for t in turns if t.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self.routes_settled()
+        while self._dispatches:
+            await asyncio.gather(*list(self._dispatches), return_exceptions=True)
+        for task in list(self._summarizing.values()):
+            task.cancel()
+        await asyncio.gather(*self._summarizing.values(), return_exceptions=True)
+        if self._outbox is not None:
+            # Deliveries still due stay in the outbox: the next start delivers them.
+            await self._outbox.aclose()
+        if self._recorder is not None:
+            await self._recorder.aclose()
+        if self.store is not None:
+            await self.store.aclose()
         await self.router.aclose()
         self.hooks.close()
         for provider in self.providers.values():
@@ -211,55 +279,100 @@ class Engine:
 
     # -- turns -----------------------------------------------------------------------------
 
-    def submit(
-        self, request: TurnRequest | Mapping[str, Any], *, idempotency_key: str | None = None
+    async def submit(
+        self,
+        request: TurnRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
     ) -> TurnHandle:
         """Validate the request and start its turn. Raises :class:`RequestError` (the
         client's fault) or :class:`Overloaded` (try again later).
 
+        ``tenant``: who asks (the API key's tenant; None without auth). Only the same tenant
+        can later read, join or stop the turn. A request naming a ``conversation_id`` gets the
+        conversation's history, fitted to the provider's context window; an unknown
+        conversation (or another tenant's) is a :class:`RequestError` 404.
+
         With an ``idempotency_key`` seen before (within the retention of finished streams), the
         turn it started is returned instead (``handle.joined``): a retried POST joins its
-        stream rather than starting a second generation. The same key with a different request
-        is a :class:`RequestError` (``idempotency_conflict``)."""
+        stream rather than starting a second generation, even when the retries race. The same
+        key with a different request is a :class:`RequestError` (``idempotency_conflict``)."""
         if not isinstance(request, TurnRequest):
             try:
                 request = TurnRequest.model_validate(request)
             except ValidationError as exc:
                 raise RequestError("invalid_request", _validation_message(exc)) from None
-        fingerprint = ""
-        if idempotency_key is not None:
-            fingerprint = request.model_dump_json()
-            known = self._idempotent.get(idempotency_key)
-            if known is not None:
-                turn, seen = known
-                if seen != fingerprint:
-                    raise RequestError(
-                        "idempotency_conflict",
-                        "this Idempotency-Key was used with a different request",
-                    )
-                return TurnHandle(turn, self.log, joined=True)
+        if idempotency_key is None:
+            turn = await self._start(request, tenant)
+            return TurnHandle(turn, self.log)
+        scoped = (tenant, idempotency_key)
+        fingerprint = request.model_dump_json()
+        known = self._idempotent.get(scoped)
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                raise RequestError(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request",
+                )
+            # The first request may still be starting: wait for its turn (or its error).
+            return TurnHandle(await asyncio.shield(known.turn), self.log, joined=True)
+        entry = _Idempotent(fingerprint, asyncio.get_running_loop().create_future())
+        self._idempotent[scoped] = entry
+        self._trim(self._idempotent)
+        try:
+            turn = await self._start(request, tenant)
+        except BaseException as exc:
+            # A start that failed does not keep the key: the client may try again.
+            if self._idempotent.get(scoped) is entry:
+                del self._idempotent[scoped]
+            if isinstance(exc, Exception):
+                entry.turn.set_exception(exc)
+                entry.turn.exception()  # retrieved here: waiters, if any, get it too
+            else:
+                entry.turn.cancel()
+            raise
+        entry.turn.set_result(turn)
+        return TurnHandle(turn, self.log)
+
+    async def _start(self, request: TurnRequest, tenant: str | None) -> Turn:
+        self._admit()
+        plan = self._plan(request, tenant)
+        if request.conversation_id is not None and self.store is not None:
+            plan = await self._with_history(plan, request)
+            self._admit()  # the world may have changed while the history loaded
+        recorder = self._recorder
+        turn = Turn(
+            plan,
+            log=self.log,
+            hooks=self.hooks,
+            metrics=self.metrics,
+            persist=None if recorder is None else lambda t: self._persist(turn, t),
+            recorded=None if recorder is None else lambda: recorder.started(plan.stream_id),
+        )
+        self.log.open(plan.stream_id)
+        self._turns[plan.stream_id] = turn
+        self.metrics.active_streams.inc()
+        if recorder is not None:
+            recorder.start(plan.stream_id, _started(turn))
+        turn.task = asyncio.get_running_loop().create_task(
+            self._drive(turn), name=f"tokenwire-turn-{plan.stream_id}"
+        )
+        return turn
+
+    def _admit(self) -> None:
         if self._closing:
             raise Overloaded("the server is shutting down", retry_after_s=5)
         if len(self._turns) >= self.settings.limits.max_active_turns:
             self.metrics.rejected.labels("overloaded").inc()
             raise Overloaded(f"{len(self._turns)} turns in flight; the limit is reached")
-        plan = self._plan(request)
-        turn = Turn(plan, log=self.log, hooks=self.hooks, metrics=self.metrics)
-        self.log.open(plan.stream_id)
-        self._turns[plan.stream_id] = turn
-        self.metrics.active_streams.inc()
-        turn.task = asyncio.get_running_loop().create_task(
-            self._drive(turn), name=f"tokenwire-turn-{plan.stream_id}"
-        )
-        if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (turn, fingerprint)
-            self._trim(self._idempotent)
-        return TurnHandle(turn, self.log)
 
-    async def run(self, request: TurnRequest | Mapping[str, Any]) -> AsyncIterator[Event]:
+    async def run(
+        self, request: TurnRequest | Mapping[str, Any], *, tenant: str | None = None
+    ) -> AsyncIterator[Event]:
         """Start a turn and yield its events through the terminal one. Leaving the loop early
         (``break``, an exception, closing the generator) stops the turn (``client_gone``)."""
-        handle = self.submit(request)
+        handle = await self.submit(request, tenant=tenant)
         handle.attach()
         try:
             async for event in handle.events():
@@ -267,30 +380,33 @@ class Engine:
         finally:
             handle.detach(originator=True)
 
-    def handle(self, stream_id: str) -> TurnHandle:
+    def handle(self, stream_id: str, *, tenant: str | None = None) -> TurnHandle:
         """The handle of a turn in flight or recently finished (its events still held).
-        Raises :class:`UnknownStream`."""
-        turn = self._turns.get(stream_id) or self._recent.get(stream_id)
-        if turn is None:
-            raise UnknownStream(stream_id)
+        Raises :class:`UnknownStream`, also for another tenant's turn (indistinguishable)."""
+        turn = self._owned(stream_id, tenant)
         self.log.head(stream_id)  # raises UnknownStream once its events have expired
         return TurnHandle(turn, self.log)
 
-    def _trim(self, table: OrderedDict[str, Any]) -> None:
+    def _owned(self, stream_id: str, tenant: str | None) -> Turn:
+        turn = self._turns.get(stream_id) or self._recent.get(stream_id)
+        if turn is None or turn.plan.tenant != tenant:
+            raise UnknownStream(stream_id)
+        return turn
+
+    def _trim(self, table: OrderedDict[Any, Any]) -> None:
         while len(table) > self.settings.limits.max_retained_streams:
             table.popitem(last=False)
 
-    def cancel(self, stream_id: str, reason: Reason = Reason.CANCELLED) -> bool:
+    def cancel(
+        self, stream_id: str, reason: Reason = Reason.CANCELLED, *, tenant: str | None = None
+    ) -> bool:
         """Stop a turn in flight. False when it has already ended; :class:`UnknownStream` when
-        no such stream is held."""
-        turn = self._turns.get(stream_id)
-        if turn is None:
-            self.log.head(stream_id)  # raises UnknownStream for an id never seen or expired
-            return False
+        no such stream is held (or it is another tenant's)."""
+        turn = self._owned(stream_id, tenant)
         return turn.stop(reason)
 
-    def active(self) -> list[ActiveTurn]:
-        """Turns in flight, oldest first."""
+    def active(self, *, tenant: str | None = None) -> list[ActiveTurn]:
+        """The tenant's turns in flight, oldest first."""
         return [
             ActiveTurn(
                 stream_id=t.stream_id,
@@ -301,10 +417,18 @@ class Engine:
                 last_seq=t.lifecycle.seq,
             )
             for t in self._turns.values()
+            if t.plan.tenant == tenant
         ]
 
-    def status(self, stream_id: str) -> dict[str, Any]:
-        """What ``GET /v1/streams/{id}`` returns. Raises :class:`UnknownStream`."""
+    async def status(self, stream_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """What ``GET /v1/streams/{id}`` returns: the live view of a turn in flight, the
+        terminal event of one that finished recently, or its stored record (``record``) once
+        its events have expired. Raises :class:`UnknownStream` (also for another tenant's)."""
+        try:
+            self._owned(stream_id, tenant)
+            terminal = self.log.terminal(stream_id)
+        except UnknownStream:
+            return await self._stored_status(stream_id, tenant)
         turn = self._turns.get(stream_id)
         if turn is not None:
             return {
@@ -317,7 +441,6 @@ class Engine:
                 "tokens": turn.tokens,
                 "last_seq": turn.lifecycle.seq,
             }
-        terminal = self.log.terminal(stream_id)
         if terminal is None:
             raise UnknownStream(stream_id)
         if isinstance(terminal, Done):
@@ -331,6 +454,36 @@ class Engine:
             "last_seq": terminal.seq,
             "terminal": event_to_dict(terminal),
         }
+
+    async def _stored_status(self, stream_id: str, tenant: str | None) -> dict[str, Any]:
+        record = None
+        if self.store is not None and len(stream_id) <= 64:
+            record = await self.store.get_turn(stream_id, tenant=tenant)
+        if record is None:
+            raise UnknownStream(stream_id)
+        if record["finished_at"] is None:
+            state = "active"  # running in another process that shares the store
+        elif record["status"] == "failed":
+            state = "failed"
+        else:
+            state = "incomplete" if record["partial"] else "completed"
+        return {
+            "stream_id": stream_id,
+            "state": state,
+            "routes": record.pop("route_results") or None,
+            "terminal": record.get("terminal"),
+            "record": record,
+        }
+
+    async def record(self, stream_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """The stored record of a turn (request, terminal columns, route results). Raises
+        :class:`UnknownStream` when there is none for this tenant, or no store."""
+        record = None
+        if self.store is not None and len(stream_id) <= 64:
+            record = await self.store.get_turn(stream_id, tenant=tenant)
+        if record is None:
+            raise UnknownStream(stream_id)
+        return record
 
     def _extraction_plan(
         self, request: TurnRequest, chain: tuple[Provider, ...]
@@ -362,13 +515,19 @@ class Engine:
         try:
             await turn.run()
         finally:
-            turn.abandon(Reason.SHUTDOWN)
+            late = turn.abandon(Reason.SHUTDOWN)
             self._turns.pop(turn.stream_id, None)
             self._recent[turn.stream_id] = turn
             self._trim(self._recent)
             self.metrics.active_streams.dec()
+            if late is not None:
+                # Published before its record (the turn never ran): write the record now.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._persist(turn, late))
         terminal = turn.terminal
-        if isinstance(terminal, Done) and self.router.routes:
+        if turn.plan.context is not None and isinstance(terminal, Done):
+            self._summarize_later(turn)
+        if self.store is None and isinstance(terminal, Done) and self.router.routes:
             # The system channel runs after `done`, in its own task: a slow or failing route
             # never delays the stream, which has already ended for its readers.
             task = asyncio.get_running_loop().create_task(self._dispatch(turn, terminal))
@@ -385,18 +544,169 @@ class Engine:
         self._route_results[turn.stream_id] = [r.to_dict() for r in results]
         self._trim(self._route_results)
 
+    async def _with_history(self, plan: TurnPlan, request: TurnRequest) -> TurnPlan:
+        """The plan with the conversation's history in its prompt, fitted to the context
+        window of the route's providers (the smallest, since any may answer), counted with
+        the first provider's tokenizer."""
+        assert self.store is not None and request.conversation_id is not None
+        conversation_id = request.conversation_id
+        stored = None
+        if len(conversation_id) <= 64:
+            stored = await self.store.conversation_context(
+                conversation_id,
+                tenant=plan.tenant,
+                max_turns=self.settings.context.max_history_turns,
+            )
+        if stored is None:
+            raise RequestError(
+                "conversation_not_found", f"no conversation {conversation_id!r}", status=404
+            )
+        history = [_history_turn(t) for t in stored["turns"]]
+        summary = None
+        if stored["summary"]:
+            summary = ContextSummary(text=stored["summary"], covers=tuple(stored["summary_covers"]))
+        messages = plan.generation.messages
+        window = min(context_window_for(p) for p in plan.providers)
+        try:
+            # In a thread: counting a long history with a real tokenizer takes milliseconds,
+            # and loading a tiktoken encoding the first time, most of a second.
+            fitted = await asyncio.to_thread(
+                fit_context,
+                [m for m in messages if m.role == "system"],
+                history,
+                [m for m in messages if m.role != "system"],
+                counter=self._counter(plan.providers[0]),
+                window=window,
+                # As the local provider does: an answer never takes more than half the window.
+                reserve_output=min(plan.generation.max_tokens, window // 2),
+                summary=summary,
+            )
+        except ContextTooLong as exc:
+            raise RequestError("context_too_long", str(exc), status=400) from None
+        if fitted.dropped:
+            self.metrics.context_trimmed.inc(len(fitted.dropped))
+        return dataclasses.replace(
+            plan,
+            generation=dataclasses.replace(plan.generation, messages=fitted.messages),
+            context=fitted.report,
+        )
+
+    def _counter(self, provider: Provider) -> TokenCounter:
+        """The provider's token counter (made once), or the estimate while it cannot count
+        (a local model not loaded yet)."""
+        counter = self._counters.get(provider.name)
+        if counter is None:
+            try:
+                counter = counter_for(provider)
+            except CounterUnavailable:
+                return EstimateCounter()
+            self._counters[provider.name] = counter
+        return counter
+
+    def _summarize_later(self, turn: Turn) -> None:
+        """After a conversation turn that left out history its summary does not cover yet:
+        summarise those turns (rolling the old summary in) with a background-priority call,
+        so the next turns keep their gist. Never in the way of an interactive turn."""
+        report = turn.plan.context
+        conversation_id = turn.plan.conversation_id
+        if report is None or conversation_id is None or self.store is None:
+            return
+        if not report["dropped"] or set(report["dropped"]) <= set(report["summarized"]):
+            return
+        if not self._summaries_enabled(turn.plan.providers[0]):
+            return
+        if conversation_id in self._summarizing:
+            return  # one at a time per conversation; the next turn starts another if needed
+        task = asyncio.get_running_loop().create_task(
+            self._summarize(conversation_id, turn.plan, list(report["dropped"]))
+        )
+        self._summarizing[conversation_id] = task
+
+        def forget(_task: asyncio.Task[None]) -> None:
+            self._summarizing.pop(conversation_id, None)
+
+        task.add_done_callback(forget)
+
+    def _summaries_enabled(self, provider: Provider) -> bool:
+        mode = self.settings.context.summarize
+        # "auto": a base model such as the local Gemma 270M writes summaries that drop or
+        # invent facts; leaving turns out is the honest choice there.
+        return mode == "always" or (mode == "auto" and provider.kind != "local")
+
+    async def _summarize(self, conversation_id: str, plan: TurnPlan, dropped: list[str]) -> None:
+        assert self.store is not None
+        settings = self.settings.context
+        try:
+            stored = await self.store.conversation_context(
+                conversation_id, tenant=plan.tenant, max_turns=settings.max_history_turns
+            )
+            if stored is None:
+                return
+            previous = None
+            if stored["summary"]:
+                previous = ContextSummary(stored["summary"], tuple(stored["summary_covers"]))
+            covered = set(previous.covers) if previous is not None else set()
+            wanted = set(dropped) - covered
+            turns = [_history_turn(t) for t in stored["turns"] if t["stream_id"] in wanted]
+            if not turns:
+                return
+            summary = await summarize(
+                plan.providers[0],
+                plan.schedulers[0] if plan.schedulers else None,
+                turns,
+                max_tokens=settings.summary_max_tokens,
+                timeout_s=settings.summary_timeout_s,
+                previous=previous,
+                script=plan.generation.script,
+            )
+            await self.store.set_summary(conversation_id, summary.text, list(summary.covers))
+            self.metrics.summaries.labels("ok").inc()
+        except Exception as exc:
+            self.metrics.summaries.labels("error").inc()
+            logger.warning("summarising conversation %s failed: %r", conversation_id, exc)
+
+    async def _persist(self, turn: Turn, terminal: Done | Error) -> None:
+        """Write the turn's record and queue its system-channel deliveries, in one transaction
+        (see ``engine.records``); the turn publishes its terminal event after this."""
+        recorder, outbox = self._recorder, self._outbox
+        assert recorder is not None and outbox is not None
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        if isinstance(terminal, Done) and self.router.routes:
+            record = build_record(
+                terminal,
+                conversation_id=turn.plan.conversation_id,
+                metadata=turn.plan.generation.metadata,
+            )
+            matched, failed = self.router.matching(record)
+            deliveries = [(name, record) for name in matched]
+            if failed:
+                self._route_results[turn.stream_id] = [
+                    r.to_dict() for r in await asyncio.gather(*failed)
+                ]
+        written = await recorder.finish(
+            turn.stream_id,
+            event_to_dict(terminal),
+            started=_started(turn),
+            deliveries=deliveries,
+        )
+        if written and deliveries:
+            outbox.queued(turn.stream_id, [name for name, _ in deliveries])
+
     async def routes_settled(self) -> None:
         """Wait until every dispatch to the router started so far has finished (each route
-        has its own timeout, so this wait is bounded)."""
+        has its own timeout, so this wait is bounded). With a store: until every delivery
+        queued in the outbox so far has been attempted once (retries come later)."""
         while self._dispatches:
             await asyncio.gather(*list(self._dispatches), return_exceptions=True)
+        if self._outbox is not None:
+            await self._outbox.first_attempts()
 
     def route_results(self, stream_id: str) -> list[dict[str, Any]] | None:
         """What each matching route of the system channel did with the turn's record (None
         while the routes still run, or when none matched it)."""
         return self._route_results.get(stream_id)
 
-    def _plan(self, request: TurnRequest) -> TurnPlan:
+    def _plan(self, request: TurnRequest, tenant: str | None) -> TurnPlan:
         settings = self.settings
         route_name = request.route or settings.default_route
         route = settings.routes.get(route_name)
@@ -440,7 +750,9 @@ class Engine:
         deadlines = settings.deadlines
         asked = request.deadlines or DeadlineOverrides()
         return TurnPlan(
-            stream_id="tw_" + uuid.uuid4().hex,
+            stream_id="tw_" + secrets.token_hex(16),  # 128 random bits: unguessable
+            tenant=tenant,
+            request=request.model_dump(mode="json", exclude_none=True),
             route=route_name,
             providers=chain,
             schedulers=tuple(self.schedulers.get(name) for name in route.providers),
@@ -466,6 +778,45 @@ class Engine:
             backoff_initial_s=settings.retry.backoff_initial_s,
             backoff_max_s=settings.retry.backoff_max_s,
         )
+
+
+@dataclass(slots=True)
+class _Idempotent:
+    fingerprint: str
+    """The request the key was first used with (its canonical JSON)."""
+    turn: asyncio.Future[Turn]
+    """The turn it started, once started (waiters of a racing retry await it)."""
+
+
+def _history_turn(stored: Mapping[str, Any]) -> HistoryTurn:
+    """A stored turn as history: what the client said, then the canonical answer."""
+    return HistoryTurn(
+        stream_id=stored["stream_id"],
+        messages=(*_asked(stored["request"]), Message("assistant", stored["answer"])),
+    )
+
+
+def _asked(request: Mapping[str, Any]) -> tuple[Message, ...]:
+    """What the client said in a stored turn (its non-system messages, or its prompt)."""
+    if request.get("prompt") is not None:
+        return (Message("user", str(request["prompt"])),)
+    return tuple(
+        Message(m["role"], str(m["content"]))
+        for m in request.get("messages") or ()
+        if m.get("role") in ("user", "assistant", "tool")
+    )
+
+
+def _started(turn: Turn) -> dict[str, Any]:
+    """The ``start_turn`` arguments of a turn (its stored running row)."""
+    plan = turn.plan
+    return {
+        "conversation_id": plan.conversation_id,
+        "request": plan.request,
+        "route": plan.route,
+        "model": turn.model,
+        "tenant": plan.tenant,
+    }
 
 
 def _resolve_schema(registry: SchemaRegistry, spec: ExtractionSpec) -> ResolvedSchema:

@@ -71,6 +71,34 @@ class EngineMetrics:
             ["strategy", "status"],
             registry=self.registry,
         )
+        self.store_errors = Counter(
+            "tokenwire_store_errors_total",
+            "Failed writes of turn records (start, finish; lost: given up after retries).",
+            ["op"],
+            registry=self.registry,
+        )
+        self.interrupted = Counter(
+            "tokenwire_turns_interrupted_total",
+            "Turns a previous process left running, marked interrupted at startup.",
+            registry=self.registry,
+        )
+        self.outbox = Counter(
+            "tokenwire_outbox_deliveries_total",
+            "System-channel deliveries from the outbox, by route and outcome (ok, retry, dead).",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.context_trimmed = Counter(
+            "tokenwire_context_trimmed_turns_total",
+            "Conversation turns left out of a prompt because the context window was full.",
+            registry=self.registry,
+        )
+        self.summaries = Counter(
+            "tokenwire_context_summaries_total",
+            "Background summaries of conversation history, by outcome (ok, error).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

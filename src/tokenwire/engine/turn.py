@@ -18,7 +18,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..bus import EventLog
 from ..protocol import (
@@ -81,6 +83,12 @@ class TurnPlan:
     background: bool = False
     """Runs to its end whatever readers do (``POST /v1/streams`` with ``background: true``)."""
     conversation_id: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    """The request as the client sent it (JSON-ready), for the turn's stored record."""
+    tenant: str | None = None
+    """The API key's tenant that started the turn: only it may read, join or stop it."""
+    context: dict[str, Any] | None = None
+    """What fitting the conversation's history did (``done.context``); None without one."""
     first_token_s: float = math.inf
     idle_s: float = math.inf
     total_s: float = math.inf
@@ -112,9 +120,20 @@ class Turn:
     """Drives one turn. Create it, then run :meth:`run` as a task; :meth:`stop` ends it early."""
 
     def __init__(
-        self, plan: TurnPlan, *, log: EventLog, hooks: Hooks, metrics: EngineMetrics
+        self,
+        plan: TurnPlan,
+        *,
+        log: EventLog,
+        hooks: Hooks,
+        metrics: EngineMetrics,
+        persist: Callable[[Done | Error], Awaitable[None]] | None = None,
+        recorded: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.plan = plan
+        self._persist = persist
+        self._recorded = recorded
+        """Awaited before the first visible output: the turn's running row is written."""
+        self._held: Done | Error | None = None
         self.stream_id = plan.stream_id
         self.lifecycle = TurnLifecycle(plan.stream_id)
         self.created_at = time.time()
@@ -211,13 +230,20 @@ class Turn:
         if self.readers == 0:
             self.stop(Reason.CLIENT_GONE)
 
-    def abandon(self, reason: Reason) -> None:
+    def abandon(self, reason: Reason) -> Done | Error | None:
         """End the stream now, synchronously, if :meth:`run` could not (its task was cancelled
-        before it started). Keeps the promise of one terminal event per stream."""
+        before it started). Keeps the promise of one terminal event per stream.
+
+        Returns the terminal event if it had to publish it before its record was written (the
+        caller then writes the record), else None."""
         if self.terminal is None and not self.lifecycle.closed:
             if self.lifecycle.state.value == "idle":
                 self._emit_start()
             self._finish(_Outcome(self._stop_reason or reason, "stopped"))
+        held, self._held = self._held, None
+        if held is not None:
+            self._publish(held)
+        return held
 
     def _emit_start(self) -> None:
         self._emit(
@@ -261,6 +287,26 @@ class Turn:
             logger.exception("turn %s failed inside tokenwire", self.stream_id)
             outcome = _Outcome(Reason.UPSTREAM_ERROR, f"internal error: {type(exc).__name__}")
         self._finish(outcome)
+        await self._release()
+
+    async def _release(self) -> None:
+        """Publish the terminal event once its record is written (see ``engine.records``)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        assert self._persist is not None
+        write = asyncio.ensure_future(self._persist(held))
+        try:
+            # Shielded: a cancel arriving now must not tear the write in half; the recorder
+            # bounds its own wait.
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:
+            logger.exception("turn %s: writing its record failed", self.stream_id)
+        self._publish(held)
 
     async def _generate(self) -> _Outcome:
         plan = self.plan
@@ -325,6 +371,9 @@ class Turn:
         try:
             async for chunk in stream:
                 if type(chunk) is TextChunk:
+                    if self._recorded is not None:
+                        recorded, self._recorded = self._recorded, None
+                        await recorded()
                     self.tokens += 1
                     now = self._last_content_at = loop.time()
                     if not self._content_seen:
@@ -339,6 +388,9 @@ class Turn:
                         self._begin_at = time.perf_counter()
                         self._emit(Status(phase=Phase.GENERATING))
                 elif type(chunk) is ToolCallChunk:
+                    if self._recorded is not None:
+                        recorded, self._recorded = self._recorded, None
+                        await recorded()
                     self._last_content_at = loop.time()
                     if not self._content_seen:
                         self._first_content()
@@ -469,10 +521,17 @@ class Turn:
 
     def _emit(self, draft: Event) -> Event:
         event = self.lifecycle.send(draft)
+        if self._persist is not None and type(event) in (Done, Error):
+            # Held back until its record is written: whoever sees it can find the record.
+            self._held = event  # type: ignore[assignment]
+            return event
+        self._publish(event)
+        return event
+
+    def _publish(self, event: Event) -> None:
         self._log.append(self.stream_id, event)
         if self._hooks.active:
             self._hooks.offer(event)
-        return event
 
     def _text(self, text: str, now: float) -> None:
         if not text:
@@ -600,6 +659,7 @@ class Turn:
                     else None
                 ),
                 structured=self._structured(answer),
+                context=self.plan.context,
                 timings=self._timings(post_process_ms=post_ms),
             )
         )

@@ -199,6 +199,9 @@ class Done:
     source_details: list[dict[str, Any]] = field(default_factory=list)
     structured: dict[str, Any] | None = None
     tools_with_results: list[str] = field(default_factory=list)
+    context: dict[str, Any] | None = None
+    """For a turn of a conversation: how its history was fitted into the context window
+    (what was kept, dropped or summarised, and the token counts); None otherwise."""
     timings: dict[str, float] = field(default_factory=dict)
     """Milliseconds: queued, first_token, stream, post_process, total (and any other stage)."""
 

@@ -20,6 +20,7 @@ Tokens may contain anything, newlines and SSE-looking lines included: they are d
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
@@ -107,6 +108,8 @@ class ScriptedProvider:
         self.started = 0
         self.finished = 0
         self.aborted = 0
+        self.requests: collections.deque[GenerationRequest] = collections.deque(maxlen=256)
+        """The latest requests it was asked (newest last), so tests can see the prompt."""
         self._abort_waiters: list[asyncio.Event] = []
 
     async def wait_aborted(self, count: int = 1) -> None:
@@ -117,6 +120,7 @@ class ScriptedProvider:
             await event.wait()
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
+        self.requests.append(request)
         script = parse_script(request.script)
         if request.json_schema is not None:
             script = script.extraction or _DEFAULT_EXTRACTION

@@ -57,7 +57,17 @@ class JsonlSinkSettings(_Section):
     fsync: bool = Field(default=False, description="fsync after each line (slower, durable)")
 
 
-SinkSettings = Annotated[WebhookSinkSettings | JsonlSinkSettings, Field(discriminator="kind")]
+class SqlSinkSettings(_Section):
+    kind: Literal["sql"] = "sql"
+    url: str | None = Field(
+        default=None,
+        description="sqlite+aiosqlite:///PATH or postgresql+asyncpg://...; default: the store's",
+    )
+
+
+SinkSettings = Annotated[
+    WebhookSinkSettings | JsonlSinkSettings | SqlSinkSettings, Field(discriminator="kind")
+]
 
 
 class BuiltinRouteSettings(_Section):

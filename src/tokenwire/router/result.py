@@ -24,6 +24,10 @@ class RouteResult:
     idempotency_key: str
     """``<stream_id>:<route>``: what the far side deduplicates on."""
     outcome: Outcome
+    retryable: bool = False
+    """For a failure: whether delivering again later could succeed (a timeout, a 5xx, a lost
+    connection), as opposed to a refusal such as HTTP 400. The outbox stops retrying when
+    False."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, e.g. to store with the turn."""

@@ -121,11 +121,16 @@ class Router:
 
     @classmethod
     def from_settings(
-        cls, settings: RouterSettings, *, environ: Mapping[str, str] | None = None
+        cls,
+        settings: RouterSettings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        store_url: str | None = None,
     ) -> Router:
         """A router with the built-in routes of ``settings``. Raises ``ValueError`` when a
-        webhook's ``secret_env`` names a variable that is not set in ``environ`` (os.environ)."""
-        sinks = build_sinks(settings, os.environ if environ is None else environ)
+        webhook's ``secret_env`` names a variable that is not set in ``environ`` (os.environ),
+        or an ``sql`` sink has neither its own ``url`` nor ``store_url``."""
+        sinks = build_sinks(settings, os.environ if environ is None else environ, store_url)
         router = cls(default_timeout_s=settings.default_timeout_s)
         for name, sink in sinks.items():
             spec = settings.routes[name]
@@ -138,33 +143,41 @@ class Router:
         ``record`` must be JSON-serialisable and carry ``stream_id``. A condition that raises
         counts as an ``error`` result for its route.
         """
+        matched, failed = self.matching(record)
+        pending: list[Awaitable[RouteResult]] = list(failed)
+        pending.extend(self.deliver(name, record) for name in matched)
+        return list(await asyncio.gather(*pending))
+
+    def matching(self, record: Mapping[str, Any]) -> tuple[list[str], list[Awaitable[RouteResult]]]:
+        """The names of the routes whose condition matches ``record``, in registration order,
+        and the ``error`` results (to await) of the routes whose condition raised."""
         stream_id = str(record.get("stream_id", ""))
-        pending: list[Awaitable[RouteResult]] = []
-        encoded: bytes | str | None = None  # the record's JSON, or why it has none
+        matched: list[str] = []
+        failed: list[Awaitable[RouteResult]] = []
         for route in self._routes.values():
-            key = idempotency_key(stream_id, route.name)
             try:
-                matched = bool(route.condition(record))
+                if route.condition(record):
+                    matched.append(route.name)
             except Exception as exc:
                 logger.warning("route %s: condition failed", route.name, exc_info=True)
-                pending.append(self._finish(route, key, "error", 0, _describe(exc), 0.0))
-                continue
-            if not matched:
-                continue
-            if self._closed:
-                pending.append(self._finish(route, key, "error", 0, "router is closed", 0.0))
-                continue
-            if encoded is None:
-                try:
-                    encoded = orjson.dumps(record)
-                except TypeError as exc:
-                    encoded = _describe(exc)
-            if isinstance(encoded, str):
-                pending.append(self._finish(route, key, "error", 0, encoded, 0.0))
-                continue
-            # Every route gets its own copy, decoded from the JSON a sink would send.
-            pending.append(self._run(route, orjson.loads(encoded), key))
-        return list(await asyncio.gather(*pending))
+                key = idempotency_key(stream_id, route.name)
+                failed.append(self._finish(route, key, "error", 0, _describe(exc), 0.0))
+        return matched, failed
+
+    async def deliver(self, name: str, record: Mapping[str, Any]) -> RouteResult:
+        """Run route ``name`` on ``record`` once (its sink retries within its timeout), whatever
+        its condition says: for callers that matched it earlier, like the durable outbox.
+        Raises ``KeyError`` for a route that is not registered."""
+        route = self._routes[name]
+        key = idempotency_key(str(record.get("stream_id", "")), name)
+        if self._closed:
+            return await self._finish(route, key, "error", 0, "router is closed", 0.0)
+        try:
+            encoded = orjson.dumps(record)
+        except TypeError as exc:
+            return await self._finish(route, key, "error", 0, _describe(exc), 0.0)
+        # Every route gets its own copy, decoded from the JSON a sink would send.
+        return await self._run(route, orjson.loads(encoded), key)
 
     async def _run(self, route: Route, record: dict[str, Any], key: str) -> RouteResult:
         attempts = [0]
@@ -194,12 +207,16 @@ class Router:
         exc = work.exception()
         if exc is None:
             return await self._finish(route, key, "ok", attempts[0], None, elapsed)
+        retryable = True
         if isinstance(exc, DeliveryError):
             attempts[0] = max(attempts[0], exc.attempts)
+            retryable = exc.retryable
             logger.warning("route %s: %s (key %s)", route.name, exc, key)
         else:
             logger.warning("route %s failed (key %s)", route.name, key, exc_info=exc)
-        return await self._finish(route, key, "error", attempts[0], _describe(exc), elapsed)
+        return await self._finish(
+            route, key, "error", attempts[0], _describe(exc), elapsed, retryable=retryable
+        )
 
     async def _invoke(
         self, route: Route, record: dict[str, Any], key: str, on_attempt: Callable[[int], None]
@@ -228,10 +245,13 @@ class Router:
         attempts: int,
         error: str | None,
         elapsed_ms: float,
+        *,
+        retryable: bool = True,
     ) -> RouteResult:
         result = RouteResult(
             route=route.name,
             ok=outcome == "ok",
+            retryable=retryable and outcome != "ok",
             attempts=attempts,
             error=error,
             duration_ms=round(elapsed_ms, 3),

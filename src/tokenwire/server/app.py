@@ -19,46 +19,63 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
+from ..auth import Authenticator, Unauthenticated
 from ..config import Settings
 from ..engine import Engine, TurnHandle
+from ..protocol.ws import encode_request_error
+from .access import STREAM_TOKEN_HEADER, principal
 from .body import read_json_object
+from .conversations import conversation_routes
 from .errors import ApiError, error_response, install_error_handlers, to_api_error
 from .sse import EventStreamResponse
-from .ws import serve_websocket
+from .ws import CLOSE_POLICY_VIOLATION, serve_websocket
 
 logger = logging.getLogger("tokenwire.server")
 
 
-def create_router(engine: Engine) -> APIRouter:
-    """tokenwire's endpoints, ready for ``app.include_router``."""
+def create_router(engine: Engine, auth: Authenticator | None = None) -> APIRouter:
+    """tokenwire's endpoints, ready for ``app.include_router``. ``auth``: built from
+    ``engine.settings.auth`` when not given."""
     router = APIRouter()
+    auth = auth if auth is not None else Authenticator(engine.settings.auth)
 
     @router.post("/v1/streams", response_model=None)
     async def start_stream(request: Request) -> Any:
-        return await stream_response(engine, request)
+        return await stream_response(engine, auth, request)
 
     @router.get("/v1/streams")
     async def list_streams(
+        request: Request,
         state: str = Query(default="active", pattern="^active$"),
     ) -> dict[str, Any]:
-        return {"streams": [asdict(turn) for turn in engine.active()]}
+        tenant = principal(auth, request).tenant
+        return {"streams": [asdict(turn) for turn in engine.active(tenant=tenant)]}
 
     @router.get("/v1/streams/{stream_id}/events", response_model=None)
     async def stream_events(stream_id: str, request: Request) -> Any:
-        return resume_response(engine, stream_id, request)
+        return resume_response(engine, auth, stream_id, request)
 
     @router.get("/v1/streams/{stream_id}")
-    async def stream_status(stream_id: str) -> dict[str, Any]:
-        return engine.status(stream_id)
+    async def stream_status(stream_id: str, request: Request) -> dict[str, Any]:
+        tenant = principal(auth, request, stream_id).tenant
+        return await engine.status(stream_id, tenant=tenant)
 
     @router.post("/v1/streams/{stream_id}/cancel")
-    async def cancel_stream(stream_id: str) -> dict[str, Any]:
-        cancelled = engine.cancel(stream_id)
+    async def cancel_stream(stream_id: str, request: Request) -> dict[str, Any]:
+        tenant = principal(auth, request).tenant
+        cancelled = engine.cancel(stream_id, tenant=tenant)
         return {"stream_id": stream_id, "cancelled": cancelled}
 
     @router.websocket("/v1/ws")
     async def websocket(ws: WebSocket) -> None:
-        await serve_websocket(ws, engine)
+        try:
+            tenant = principal(auth, ws).tenant
+        except Unauthenticated as exc:
+            await _refuse_websocket(ws, exc)
+            return
+        await serve_websocket(ws, engine, tenant=tenant)
+
+    router.include_router(conversation_routes(engine, auth))
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -73,37 +90,48 @@ def create_router(engine: Engine) -> APIRouter:
     return router
 
 
-async def stream_response(engine: Engine, request: Request) -> Response:
+async def stream_response(engine: Engine, auth: Authenticator, request: Request) -> Response:
     """``POST /v1/streams``: validate the body, start the turn (or join the one its
-    ``Idempotency-Key`` started), answer with its SSE stream — or 202 for a background turn."""
+    ``Idempotency-Key`` started), answer with its SSE stream — or 202 for a background turn.
+    With auth on, the response carries the stream's browser token (header
+    ``Tokenwire-Stream-Token``; ``stream_token`` in a 202 body)."""
+    who = principal(auth, request)
     settings = engine.settings
     body = await read_json_object(request, settings.limits.max_body_bytes)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise ApiError(400, "bad_request", "Idempotency-Key must be 1..200 characters")
-    handle = engine.submit(body, idempotency_key=key)
+    handle = await engine.submit(body, idempotency_key=key, tenant=who.tenant)
+    token = auth.issue_token(who, handle.stream_id)
+    headers = {STREAM_TOKEN_HEADER: token} if token is not None else {}
     if handle.background:
         base = str(request.base_url).rstrip("/") + request.scope.get("root_path", "")
+        answer: dict[str, Any] = {
+            "stream_id": handle.stream_id,
+            "events_url": f"{base}/v1/streams/{handle.stream_id}/events",
+            "status_url": f"{base}/v1/streams/{handle.stream_id}",
+            "joined": handle.joined,
+        }
+        if token is not None:
+            answer["stream_token"] = token
         return JSONResponse(
-            {
-                "stream_id": handle.stream_id,
-                "events_url": f"{base}/v1/streams/{handle.stream_id}/events",
-                "status_url": f"{base}/v1/streams/{handle.stream_id}",
-                "joined": handle.joined,
-            },
+            answer,
             status_code=202,
-            headers={"Location": f"/v1/streams/{handle.stream_id}"},
+            headers={"Location": f"/v1/streams/{handle.stream_id}", **headers},
         )
-    return _sse(engine, handle, after_seq=0, originator=not handle.joined)
+    return _sse(engine, handle, after_seq=0, originator=not handle.joined, headers=headers)
 
 
-def resume_response(engine: Engine, stream_id: str, request: Request) -> Response:
+def resume_response(
+    engine: Engine, auth: Authenticator, stream_id: str, request: Request
+) -> Response:
     """``GET /v1/streams/{id}/events``: replay after ``Last-Event-ID`` (or ``?after=``) and
     follow live, as a viewer: leaving never stops the turn."""
+    tenant = principal(auth, request, stream_id).tenant
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
-    handle = engine.handle(stream_id)
+    handle = engine.handle(stream_id, tenant=tenant)
     after = int(raw)
     if after > engine.log.head(stream_id):
         # No client can have seen an event that does not exist yet: a corrupted cursor.
@@ -111,7 +139,23 @@ def resume_response(engine: Engine, stream_id: str, request: Request) -> Respons
     return _sse(engine, handle, after_seq=after, originator=False)
 
 
-def _sse(engine: Engine, handle: TurnHandle, *, after_seq: int, originator: bool) -> Response:
+async def _refuse_websocket(ws: WebSocket, exc: Unauthenticated) -> None:
+    """Accept, answer with an ``error`` frame (code ``unauthorized``), close with 1008. A
+    refused handshake would tell a browser nothing (its WebSocket API hides the status); a
+    frame it can read, and the close code, say exactly what went wrong."""
+    await ws.accept()
+    await ws.send_text(encode_request_error(None, exc.code, exc.message).decode())
+    await ws.close(code=CLOSE_POLICY_VIOLATION, reason="unauthorized")
+
+
+def _sse(
+    engine: Engine,
+    handle: TurnHandle,
+    *,
+    after_seq: int,
+    originator: bool,
+    headers: dict[str, str] | None = None,
+) -> EventStreamResponse:
     settings = engine.settings
     return EventStreamResponse(
         handle,
@@ -121,6 +165,7 @@ def _sse(engine: Engine, handle: TurnHandle, *, after_seq: int, originator: bool
         max_lag_events=settings.limits.slow_client_lag_events,
         after_seq=after_seq,
         originator=originator,
+        extra_headers=headers,
     )
 
 
@@ -130,6 +175,7 @@ class TokenwireApp(FastAPI):
     Its errors get the same JSON bodies as every other endpoint."""
 
     engine: Engine
+    auth: Authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -143,7 +189,9 @@ class TokenwireApp(FastAPI):
 
     async def _start_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            response: Response = await stream_response(self.engine, Request(scope, receive))
+            response: Response = await stream_response(
+                self.engine, self.auth, Request(scope, receive)
+            )
         except Exception as exc:
             err = to_api_error(exc)
             if err.status >= 500:
@@ -180,7 +228,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         redoc_url=None,
     )
     app.engine = engine
+    app.auth = Authenticator(engine.settings.auth)
     app.state.engine = engine
     install_error_handlers(app)
-    app.include_router(create_router(engine))
+    app.include_router(create_router(engine, app.auth))
     return app

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ..auth import Unauthenticated
 from ..bus import ResumeUnavailable, UnknownStream
 from ..engine import Overloaded, RequestError
 
@@ -65,6 +66,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         )
     if isinstance(exc, RequestError):
         return ApiError(exc.status, exc.code, exc.message)
+    if isinstance(exc, Unauthenticated):
+        return ApiError(401, exc.code, exc.message, exc.headers)
     if isinstance(exc, UnknownStream):
         return ApiError(404, "unknown_stream", f"no stream {exc.args[0]!r} is held")
     if isinstance(exc, ResumeUnavailable):
@@ -95,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error")
 
-    for exc_type in (ApiError, RequestError, UnknownStream, ResumeUnavailable):
+    for exc_type in (ApiError, RequestError, UnknownStream, ResumeUnavailable, Unauthenticated):
         app.add_exception_handler(exc_type, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -55,8 +56,13 @@ class EventStreamResponse(Response):
         max_lag_events: int,
         after_seq: int = 0,
         originator: bool = True,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
+        self._extra_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in (extra_headers or {}).items()
+        ]
         self.handle = handle
         self._metrics = metrics
         self._heartbeat_s = heartbeat_s
@@ -82,7 +88,11 @@ class EventStreamResponse(Response):
         except ResumeUnavailable as exc:
             await error_response(410, "resume_unavailable", str(exc))(scope, receive, send)
             return
-        headers = [*SSE_HEADERS, (b"x-tokenwire-stream-id", self.handle.stream_id.encode())]
+        headers = [
+            *SSE_HEADERS,
+            (b"x-tokenwire-stream-id", self.handle.stream_id.encode()),
+            *self._extra_headers,
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         loop = asyncio.get_running_loop()
         self._follower = follower

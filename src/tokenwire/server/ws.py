@@ -39,11 +39,14 @@ CLOSE_POLICY_VIOLATION = 1008
 
 
 class _Session:
-    def __init__(self, websocket: WebSocket, engine: Engine) -> None:
+    def __init__(self, websocket: WebSocket, engine: Engine, tenant: str | None) -> None:
         self.ws = websocket
         self.engine = engine
+        self.tenant = tenant
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_FRAMES)
         self.turns: dict[str, TurnHandle] = {}
+        self.starting: dict[str, asyncio.Task[None]] = {}
+        """Requests whose turn is being started (its conversation's history loading)."""
         self.forwarders: dict[str, asyncio.Task[None]] = {}
         self.started: dict[str, str] = {}
         """request_id → stream_id of every turn this socket started (for ``resume``)."""
@@ -56,14 +59,33 @@ class _Session:
 
     def generate(self, message: Generate) -> None:
         rid = message.request_id
-        if rid in self.turns:
+        if rid in self.turns or rid in self.starting:
             self.answer_error(rid, "duplicate_request_id", f"request {rid!r} is still running")
             return
+        # Started in a task of its own: a turn that loads history must not hold up the
+        # socket's other requests.
+        task = asyncio.get_running_loop().create_task(self._start(rid, message))
+        self.starting[rid] = task
+
+    async def _start(self, rid: str, message: Generate) -> None:
+        submit = asyncio.ensure_future(self.engine.submit(message.body, tenant=self.tenant))
         try:
-            handle = self.engine.submit(message.body)
+            handle = await asyncio.shield(submit)
         except RequestError as exc:
             self.answer_error(rid, exc.code, exc.message)
             return
+        except asyncio.CancelledError:
+            # Cancelled (or the socket closed) while starting: a turn that starts anyway
+            # has no reader here, so it is stopped at once rather than left running.
+            submit.add_done_callback(_stop_started_turn)
+            self.answer_error(rid, "cancelled", "cancelled before the turn started")
+            raise
+        except Exception:
+            logger.exception("ws: starting a turn failed")
+            self.answer_error(rid, "internal_error", "internal error")
+            return
+        finally:
+            self.starting.pop(rid, None)
         self.started[rid] = handle.stream_id
         if len(self.started) > MAX_REMEMBERED:
             self.started.pop(next(iter(self.started)))
@@ -79,7 +101,7 @@ class _Session:
             self.answer_error(rid, "unknown_stream", "give the stream_id to resume")
             return
         try:
-            handle = self.engine.handle(stream_id)
+            handle = self.engine.handle(stream_id, tenant=self.tenant)
             if message.after_seq > self.engine.log.head(stream_id):
                 self.answer_error(rid, "invalid_request", "after_seq is ahead of the stream")
                 return
@@ -100,6 +122,10 @@ class _Session:
         )
 
     def cancel(self, message: Cancel) -> None:
+        starting = self.starting.get(message.request_id)
+        if starting is not None:
+            starting.cancel()
+            return
         handle = self.turns.get(message.request_id)
         if handle is None:
             self.answer_error(
@@ -143,7 +169,7 @@ class _Session:
                 self.outbox.task_done()
 
     async def close_turns(self) -> None:
-        tasks = list(self.forwarders.values())
+        tasks = [*self.starting.values(), *self.forwarders.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -151,9 +177,17 @@ class _Session:
                 await task
 
 
-async def serve_websocket(websocket: WebSocket, engine: Engine) -> None:
+def _stop_started_turn(submit: asyncio.Future[TurnHandle]) -> None:
+    if not submit.cancelled() and submit.exception() is None:
+        submit.result().cancel(Reason.CANCELLED)
+
+
+async def serve_websocket(
+    websocket: WebSocket, engine: Engine, *, tenant: str | None = None
+) -> None:
+    """Serve one socket; ``tenant``: whom it was authenticated as (None without auth)."""
     await websocket.accept()
-    session = _Session(websocket, engine)
+    session = _Session(websocket, engine, tenant)
     limits = engine.settings.limits
     sender = asyncio.get_running_loop().create_task(
         session.send_loop(limits.slow_client_send_timeout_s)
