@@ -68,8 +68,12 @@ def run_direct(llm, prompt: str, stops: list[str], args: argparse.Namespace) -> 
     first = last = 0.0
     text = ""
     for part in llm.create_completion(
-        prompt, stream=True, max_tokens=args.max_tokens, temperature=0.0,
-        repeat_penalty=args.repeat_penalty, stop=stops,
+        prompt,
+        stream=True,
+        max_tokens=args.max_tokens,
+        temperature=0.0,
+        repeat_penalty=args.repeat_penalty,
+        stop=stops,
     ):
         t = part["choices"][0]["text"]
         if not text:
@@ -156,7 +160,10 @@ def main() -> None:
     cfg.write_text("")
     proc = subprocess.Popen(
         [str(exe), "serve", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(tw),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=str(tw),
     )
     try:
         wait_http(url + "/healthz", 120, proc)

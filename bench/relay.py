@@ -83,15 +83,25 @@ def pin(cpu: int | None):  # type: ignore[no-untyped-def]
     return f
 
 
-def start(cmd: list[str], log: Path, cpu: int | None, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str],
+    log: Path,
+    cpu: int | None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     e = dict(os.environ)
     if env:
         e.update(env)
     f = open(log, "wb")
     return subprocess.Popen(
-        cmd, stdout=f, stderr=subprocess.STDOUT, env=e, cwd=str(cwd or ROOT),
-        start_new_session=True, preexec_fn=pin(cpu),
+        cmd,
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        env=e,
+        cwd=str(cwd or ROOT),
+        start_new_session=True,
+        preexec_fn=pin(cpu),
     )
 
 
@@ -210,8 +220,13 @@ TARGETS = {
     "tokenwire": Target("tokenwire", "tokenwire", "tokenwire", startup_timeout=60),
     "naive": Target("naive", "naive FastAPI+httpx proxy", "openai"),
     # LiteLLM refuses to start without a master key; a random one per process run.
-    "litellm": Target("litellm", "LiteLLM proxy", "openai", api_key="sk-" + secrets.token_hex(16),
-                      startup_timeout=120),
+    "litellm": Target(
+        "litellm",
+        "LiteLLM proxy",
+        "openai",
+        api_key="sk-" + secrets.token_hex(16),
+        startup_timeout=120,
+    ),
 }
 
 TW_RETENTION: list[float] = []  # set by --tw-retention
@@ -226,15 +241,17 @@ def target_available(name: str) -> str | None:
     if name == "tokenwire":
         if not TOKENWIRE_BIN.exists():
             return "the `tokenwire` command is not installed in this venv"
-        r = subprocess.run([str(TOKENWIRE_BIN), "serve", "--help"], capture_output=True,
-                           timeout=60, check=False)
+        r = subprocess.run(
+            [str(TOKENWIRE_BIN), "serve", "--help"], capture_output=True, timeout=60, check=False
+        )
         if r.returncode != 0:
             return "`tokenwire serve --help` fails: " + r.stderr.decode()[-300:]
     return None
 
 
-def start_target(t: Target, up_port: int, workdir: Path, cpu: int | None
-                 ) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+def start_target(
+    t: Target, up_port: int, workdir: Path, cpu: int | None
+) -> tuple[subprocess.Popen[bytes] | None, str, str]:
     """Start the target; returns (process, base URL for the loadgen, health URL)."""
     port = free_port()
     up = f"http://127.0.0.1:{up_port}/v1"
@@ -242,19 +259,36 @@ def start_target(t: Target, up_port: int, workdir: Path, cpu: int | None
     if t.name == "direct":
         return None, f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{up_port}/health"
     if t.name == "naive":
-        p = start([PY, str(BENCH / "naive_proxy.py"), "--upstream", up, "--port", str(port)],
-                  log, cpu)
+        p = start(
+            [PY, str(BENCH / "naive_proxy.py"), "--upstream", up, "--port", str(port)], log, cpu
+        )
         return p, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/healthz"
     if t.name == "tokenwire":
         cfg = workdir / "tokenwire.toml"
         cfg.write_text(
             f'[providers.up]\nkind = "openai"\nbase_url = "{up}"\nmodel = "bench"\n'
             f'api_key_env = "BENCH_NO_KEY"\n\n[routes.default]\nproviders = ["up"]\n\n'
+            # The relay alone, like the proxies it is compared with: no store (recording turns
+            # costs what bench/persistence.py measures, in its own section).
+            f'[store]\nurl = ""\n\n'
             f"[limits]\nmax_active_turns = 5000\n"
             + (f"stream_retention_s = {TW_RETENTION[0]}\n" if TW_RETENTION else "")
         )
-        p = start([str(TOKENWIRE_BIN), "serve", "--config", str(cfg), "--host", "127.0.0.1",
-                   "--port", str(port)], log, cpu, env={"BENCH_NO_KEY": "sk-bench-none"})
+        p = start(
+            [
+                str(TOKENWIRE_BIN),
+                "serve",
+                "--config",
+                str(cfg),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            log,
+            cpu,
+            env={"BENCH_NO_KEY": "sk-bench-none"},
+        )
         return p, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/healthz"
     if t.name == "litellm":
         env = {
@@ -266,9 +300,22 @@ def start_target(t: Target, up_port: int, workdir: Path, cpu: int | None
             "DISABLE_SCHEMA_UPDATE": "True",
             "NO_PROXY": "*",
         }
-        p = start([str(LITELLM_BIN), "--config", str(BENCH / "litellm_config.yaml"),
-                   "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                  log, cpu, env=env)
+        p = start(
+            [
+                str(LITELLM_BIN),
+                "--config",
+                str(BENCH / "litellm_config.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            log,
+            cpu,
+            env=env,
+        )
         return p, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health/liveliness"
     raise ValueError(t.name)
 
@@ -328,9 +375,22 @@ def run_one(t: Target, c: int, args: argparse.Namespace, outdir: Path) -> Result
     target_cpu = None if args.no_pin else 1
     res.idle_before = wait_quiet(args.wait_quiet)
     up_port = free_port()
-    upstream = start([PY, str(BENCH / "upstream.py"), "--port", str(up_port), "--tokens",
-                      str(TOKENS), "--rate", str(RATE), "--max-seconds", "900"],
-                     workdir / "upstream.log", harness_cpu)
+    upstream = start(
+        [
+            PY,
+            str(BENCH / "upstream.py"),
+            "--port",
+            str(up_port),
+            "--tokens",
+            str(TOKENS),
+            "--rate",
+            str(RATE),
+            "--max-seconds",
+            "900",
+        ],
+        workdir / "upstream.log",
+        harness_cpu,
+    )
     proc = None
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health", 15, upstream)
@@ -344,11 +404,29 @@ def run_one(t: Target, c: int, args: argparse.Namespace, outdir: Path) -> Result
         lg = [PY, str(BENCH / "loadgen.py"), "--url", base, "--mode", t.mode]
         if t.api_key:
             lg += ["--api-key", t.api_key]
-        subprocess.run([*lg, "-c", str(min(c, 20)), "--duration", "1", "--ramp", "0.2",
-                        "--cap", "20", "--max-tokens", "10", "--expect-tokens", "10",
-                        "--out", str(workdir / "warmup.json")],
-                       timeout=40, check=False, preexec_fn=pin(harness_cpu),
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *lg,
+                "-c",
+                str(min(c, 20)),
+                "--duration",
+                "1",
+                "--ramp",
+                "0.2",
+                "--cap",
+                "20",
+                "--max-tokens",
+                "10",
+                "--expect-tokens",
+                "10",
+                "--out",
+                str(workdir / "warmup.json"),
+            ],
+            timeout=40,
+            check=False,
+            preexec_fn=pin(harness_cpu),
+            stdout=subprocess.DEVNULL,
+        )
         time.sleep(1.0)
         pids = tree(measured.pid)
         rss_idle = rss_bytes(pids)
@@ -362,13 +440,33 @@ def run_one(t: Target, c: int, args: argparse.Namespace, outdir: Path) -> Result
         for i in range(n):
             ci = c // n + (1 if i < c % n else 0)
             out = workdir / f"load{i}.json"
-            procs.append((out, subprocess.Popen(
-                [*lg, "-c", str(ci), "--duration", str(args.duration), "--ramp", str(args.ramp),
-                 "--cap", str(args.duration + args.drain), "--index", str(i), "--nprocs",
-                 str(n), "--out", str(out)],
-                preexec_fn=pin(harness_cpu), stdout=subprocess.DEVNULL,
-                stderr=open(workdir / f"load{i}.err", "wb"),
-            )))
+            procs.append(
+                (
+                    out,
+                    subprocess.Popen(
+                        [
+                            *lg,
+                            "-c",
+                            str(ci),
+                            "--duration",
+                            str(args.duration),
+                            "--ramp",
+                            str(args.ramp),
+                            "--cap",
+                            str(args.duration + args.drain),
+                            "--index",
+                            str(i),
+                            "--nprocs",
+                            str(n),
+                            "--out",
+                            str(out),
+                        ],
+                        preexec_fn=pin(harness_cpu),
+                        stdout=subprocess.DEVNULL,
+                        stderr=open(workdir / f"load{i}.err", "wb"),
+                    ),
+                )
+            )
         peak = 0
         w0, w1 = t_start + args.ramp, t_start + args.duration
         spy: subprocess.Popen[bytes] | None = None
@@ -385,10 +483,25 @@ def run_one(t: Target, c: int, args: argparse.Namespace, outdir: Path) -> Result
                 break
             if want_profile and spy is None and now >= w0 + 1 and PYSPY.exists():
                 spy = subprocess.Popen(
-                    [str(PYSPY), "record", "-p", str(measured.pid), "-d", "6", "-r", "200",
-                     "--nonblocking", "-f", "raw", "-o", str(workdir / "profile.raw")],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    preexec_fn=pin(harness_cpu))
+                    [
+                        str(PYSPY),
+                        "record",
+                        "-p",
+                        str(measured.pid),
+                        "-d",
+                        "6",
+                        "-r",
+                        "200",
+                        "--nonblocking",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(workdir / "profile.raw"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=pin(harness_cpu),
+                )
             if w0 <= now <= w1:
                 ps = tree(measured.pid)
                 peak = max(peak, rss_bytes(ps))
@@ -505,8 +618,13 @@ def added(x: float, base: float | None) -> str:
     return f"{(x - base) * 1e3:+.1f}"
 
 
-def report(results: list[Result], args: argparse.Namespace, skipped: dict[str, str],
-           started: str, elapsed: float) -> str:
+def report(
+    results: list[Result],
+    args: argparse.Namespace,
+    skipped: dict[str, str],
+    started: str,
+    elapsed: float,
+) -> str:
     direct = {r.c: r for r in results if r.target == "direct" and not r.error}
     lines = [
         BEGIN,
@@ -516,8 +634,11 @@ def report(results: list[Result], args: argparse.Namespace, skipped: dict[str, s
         f"({elapsed / 60:.1f} min). Upstream: {TOKENS} tokens at {RATE:.0f} tokens/s per stream. "
         f"Each cell: {args.duration:.0f} s of load, worker starts spread over {args.ramp:.0f} s, "
         f"steady window {args.ramp:.0f}-{args.duration:.0f} s. "
-        + ("Target pinned to CPU 1; upstream, load generator and orchestrator to CPU 0."
-           if not args.no_pin else "No CPU pinning."),
+        + (
+            "Target pinned to CPU 1; upstream, load generator and orchestrator to CPU 0."
+            if not args.no_pin
+            else "No CPU pinning."
+        ),
         "",
         "Times in ms. *added* = target minus direct upstream at the same concurrency. "
         "*delivered* = tokens/s received in the steady window (demand = streams x 50). "
@@ -620,20 +741,42 @@ def main() -> None:
     p.add_argument("--ramp", type=float, default=4.0)
     p.add_argument("--drain", type=float, default=12.0, help="extra time for in-flight streams")
     p.add_argument("--loadgens", type=int, default=1, help="load generator processes")
-    p.add_argument("--max-other", type=float, default=0.6,
-                   help="rerun a cell once if other processes used more cores than this")
-    p.add_argument("--wait-quiet", type=float, default=30.0,
-                   help="before each cell, wait up to this long for the machine to go idle")
+    p.add_argument(
+        "--max-other",
+        type=float,
+        default=0.6,
+        help="rerun a cell once if other processes used more cores than this",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="before each cell, wait up to this long for the machine to go idle",
+    )
     p.add_argument("--no-pin", action="store_true")
-    p.add_argument("--no-skip", action="store_true",
-                   help="run every level even after a target collapsed at a lower one")
+    p.add_argument(
+        "--no-skip",
+        action="store_true",
+        help="run every level even after a target collapsed at a lower one",
+    )
     p.add_argument("--no-write", action="store_true", help="do not touch docs/PERFORMANCE.md")
-    p.add_argument("--no-probe-down", dest="probe_down", action="store_false",
-                   help="do not try lower levels for a target that fails the lowest one")
-    p.add_argument("--tw-retention", type=float, default=None,
-                   help="tokenwire [limits] stream_retention_s (default: tokenwire's own)")
-    p.add_argument("--profile", default="tokenwire:500",
-                   help="comma-separated TARGET:C cells to profile with py-spy ('' for none)")
+    p.add_argument(
+        "--no-probe-down",
+        dest="probe_down",
+        action="store_false",
+        help="do not try lower levels for a target that fails the lowest one",
+    )
+    p.add_argument(
+        "--tw-retention",
+        type=float,
+        default=None,
+        help="tokenwire [limits] stream_retention_s (default: tokenwire's own)",
+    )
+    p.add_argument(
+        "--profile",
+        default="tokenwire:500",
+        help="comma-separated TARGET:C cells to profile with py-spy ('' for none)",
+    )
     args = p.parse_args()
     if args.quick:
         args.concurrency = "50,200"
