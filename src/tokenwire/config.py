@@ -70,6 +70,11 @@ class OpenAIProviderSettings(_ProviderSection):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="tokens prompt + answer may hold; default: known per model (else 128k)",
+    )
 
 
 class AnthropicProviderSettings(_ProviderSection):
@@ -79,11 +84,21 @@ class AnthropicProviderSettings(_ProviderSection):
     api_key_env: str | None = "ANTHROPIC_API_KEY"
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="tokens prompt + answer may hold; default: known per model (else 128k)",
+    )
 
 
 class ScriptedProviderSettings(_ProviderSection):
     kind: Literal["scripted"] = "scripted"
     model: str = "scripted"
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="tokens prompt + answer may hold; default: known per model (else 128k)",
+    )
 
 
 ProviderSettings = Annotated[

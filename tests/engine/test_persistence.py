@@ -267,3 +267,77 @@ async def test_a_conversation_turn_gets_its_history(database_url: str) -> None:
         stored = await engine.store.get_conversation(cid)
         assert stored is not None
         assert [t["answer"] for t in stored["turns"]] == ["Hi Ada", "Ada"]
+
+
+async def seed(store: Store, cid: str, n: int) -> None:
+    for i in range(n):
+        stream_id = f"tw_old{i:02d}"
+        text = f"Earlier message {i}: " + "facts about the order and its delivery. " * 3
+        await store.start_turn(stream_id, cid, {"prompt": text}, "default", "scripted")
+        await store.finish_turn(
+            stream_id,
+            {
+                "type": "done",
+                "stream_id": stream_id,
+                "seq": 5,
+                "answer": "Answer " + text,
+                "status": "completed",
+                "partial": False,
+                "reason": "stop",
+            },
+        )
+
+
+async def test_history_that_does_not_fit_is_dropped_then_summarised(database_url: str) -> None:
+    settings = settings_for(
+        database_url,
+        providers={"a": {"kind": "scripted", "context_window": 400}},
+        routes={"default": {"providers": ["a"], "system_prompt": "Be brief."}},
+        context={"summarize": "always"},
+    )
+    async with Engine(settings) as engine:
+        store = engine.store
+        assert store is not None
+        cid = (await store.create_conversation())["id"]
+        await seed(store, cid, 12)
+        body = {
+            "conversation_id": cid,
+            "max_tokens": 64,
+            "script": {"tokens": ["A short summary."]},
+        }
+
+        first = await (await engine.submit({"prompt": "Where is it?", **body})).wait()
+        assert isinstance(first, Done) and first.context is not None
+        dropped = first.context["dropped"]
+        assert dropped and dropped[0] == "tw_old00" and first.context["summarized"] == []
+        assert first.context["prompt_tokens"] <= first.context["budget"]
+        sent = scripted(engine).requests[-1].messages
+        assert sent[0].content == "Be brief." and sent[-1].content == "Where is it?"
+
+        await engine.summaries_settled()
+        stored = await store.conversation_context(cid, tenant=None)
+        assert stored is not None and stored["summary"] == "A short summary."
+        assert stored["summary_covers"] == dropped
+
+        second = await (await engine.submit({"prompt": "And now?", **body})).wait()
+        assert isinstance(second, Done) and second.context is not None
+        assert second.context["summarized"] == dropped
+        sent = scripted(engine).requests[-1].messages
+        assert sent[0].content == "Be brief."  # never dropped, always first
+        assert any(m.role == "system" and "A short summary." in m.content for m in sent)
+        assert b'tokenwire_context_summaries_total{outcome="ok"} 1.0' in engine.metrics.render()
+
+
+async def test_a_new_message_too_long_for_the_window_is_refused(database_url: str) -> None:
+    settings = settings_for(
+        database_url,
+        providers={"a": {"kind": "scripted", "context_window": 256}},
+        routes={"default": {"providers": ["a"]}},
+    )
+    async with Engine(settings) as engine:
+        assert engine.store is not None
+        cid = (await engine.store.create_conversation())["id"]
+        with pytest.raises(RequestError) as info:
+            await engine.submit({"prompt": "word " * 500, "conversation_id": cid})
+        assert info.value.status == 400 and info.value.code == "context_too_long"
+        assert scripted(engine).started == 0

@@ -566,7 +566,7 @@ class Engine:
         if stored["summary"]:
             summary = ContextSummary(text=stored["summary"], covers=tuple(stored["summary_covers"]))
         messages = plan.generation.messages
-        window = min(context_window_for(p) for p in plan.providers)
+        window = min(self._window(p) for p in plan.providers)
         try:
             # In a thread: counting a long history with a real tokenizer takes milliseconds,
             # and loading a tiktoken encoding the first time, most of a second.
@@ -590,6 +590,16 @@ class Engine:
             generation=dataclasses.replace(plan.generation, messages=fitted.messages),
             context=fitted.report,
         )
+
+    def _window(self, provider: Provider) -> int:
+        """The provider's context window: configured (``context_window``), else known."""
+        configured = getattr(self.settings.providers.get(provider.name), "context_window", None)
+        return int(configured) if configured else context_window_for(provider)
+
+    async def summaries_settled(self) -> None:
+        """Wait for the background summaries started so far (each bounded by its timeout)."""
+        while self._summarizing:
+            await asyncio.gather(*list(self._summarizing.values()), return_exceptions=True)
 
     def _counter(self, provider: Provider) -> TokenCounter:
         """The provider's token counter (made once), or the estimate while it cannot count
