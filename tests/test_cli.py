@@ -158,3 +158,44 @@ async def test_a_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "missing" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_a_server_with_keys_serves_chat_with_the_key_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    from tokenwire.auth import generate_key, hash_key
+
+    key = generate_key()
+    path = tmp_path / "auth.toml"
+    path.write_text(SCRIPTED + f'\n[[auth.keys]]\ntenant = "acme"\nhash = "{hash_key(key)}"\n')
+    server = await _spawn("serve", "--config", str(path), "--port", "0")
+    assert server.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            url = (await server.stdout.readline()).decode().split()[-1]
+
+        async def chat(env_key: str | None) -> tuple[int | None, str, str]:
+            env = {k: v for k, v in os.environ.items() if k != "TOKENWIRE_API_KEY"}
+            if env_key is not None:
+                env["TOKENWIRE_API_KEY"] = env_key
+            proc = await asyncio.create_subprocess_exec(
+                *TOKENWIRE,
+                "chat",
+                "hello",
+                "--url",
+                url,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            async with asyncio.timeout(60):
+                out, err = await proc.communicate()
+            return proc.returncode, out.decode(), err.decode()
+
+        code, out, _ = await chat(key)
+        assert code == 0 and out.strip() == "Hello from the scripted provider."
+        code, _, err = await chat(None)
+        assert code == 1 and "HTTP 401" in err and "missing API key" in err
+    finally:
+        server.terminate()
+        await server.wait()

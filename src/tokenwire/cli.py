@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -44,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="stream one answer to the terminal")
     _config_arg(chat)
     chat.add_argument("prompt")
-    chat.add_argument("--url", help="use a running server (e.g. http://127.0.0.1:8000)")
+    chat.add_argument(
+        "--url",
+        help="use a running server (e.g. http://127.0.0.1:8000); its API key, if it needs one, "
+        "from $TOKENWIRE_API_KEY",
+    )
     chat.add_argument("--route", help="route name (default: the config's default route)")
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--script", help="for a scripted route: the script, as JSON")
@@ -228,7 +233,12 @@ async def _chat_remote(url: str, body: dict[str, Any]) -> Done | Error | None:
 
     printer = _Printer()
     base = url.rstrip("/")
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+    # A server with auth on wants a key: from $TOKENWIRE_API_KEY (not a flag, so it stays out
+    # of shell history and process listings).
+    key = os.environ.get("TOKENWIRE_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    timeout = httpx.Timeout(10, read=None)
+    async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
         async with client.stream("POST", f"{base}/v1/streams", json=body) as response:
             if response.status_code != 200:
                 await response.aread()
