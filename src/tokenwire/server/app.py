@@ -24,10 +24,13 @@ from ..config import Settings
 from ..engine import Engine, TurnHandle
 from ..protocol.ws import encode_request_error
 from .access import STREAM_TOKEN_HEADER, principal
+from .aisdk import aisdk_routes
 from .body import read_json_object
 from .conversations import conversation_routes
 from .errors import ApiError, error_response, install_error_handlers, to_api_error
+from .openai_compat import openai_routes
 from .sse import EventStreamResponse
+from .ui import ui_routes
 from .ws import CLOSE_POLICY_VIOLATION, serve_websocket
 
 logger = logging.getLogger("tokenwire.server")
@@ -76,6 +79,9 @@ def create_router(engine: Engine, auth: Authenticator | None = None) -> APIRoute
         await serve_websocket(ws, engine, tenant=tenant)
 
     router.include_router(conversation_routes(engine, auth))
+    router.include_router(openai_routes(engine, auth))
+    router.include_router(aisdk_routes(engine, auth))
+    router.include_router(ui_routes())
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
