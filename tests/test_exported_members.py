@@ -14,6 +14,7 @@ import tokenwire.providers
 import tokenwire.router
 import tokenwire.server
 import tokenwire.store
+import tokenwire.testing
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,7 @@ import tokenwire.store
         tokenwire.router,
         tokenwire.store,
         tokenwire.auth,
+        tokenwire.testing,
     ],
 )
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:

@@ -1,51 +1,9 @@
-"""Run a real uvicorn server on a free loopback port inside the test's event loop."""
+"""Run a real uvicorn server on a free loopback port inside the test's event loop: the testing
+kit's own helpers, under the names the suite uses."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from tokenwire.testing.server import free_port
+from tokenwire.testing.server import serve_app as serve
 
-import uvicorn
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[Any] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port); yields its base URL; shuts down on exit."""
-    cfg = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", **config
-    )
-    server = _Server(cfg)
-    task = asyncio.create_task(server.serve())
-    ready = asyncio.create_task(server.ready.wait())
-    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if not server.ready.is_set():
-        ready.cancel()
-        await task
-        raise RuntimeError("the server did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for connection-refused tests)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "serve"]

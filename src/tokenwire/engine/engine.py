@@ -196,6 +196,7 @@ class Engine:
         self._summarizing: dict[str, asyncio.Task[None]] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._closing = False
+        self._opened = False
         store = self.settings.store
         self.store: Store | None = Store(store.url) if store.url else None
         """Persistence (None when ``[store] url`` is empty: records live only in memory)."""
@@ -222,7 +223,11 @@ class Engine:
     async def open(self) -> None:
         """Open the store (migrating it, and marking the turns a previous process left running
         ``interrupted``), start the outbox, and get providers ready (load the local model
-        unless ``preload = false``)."""
+        unless ``preload = false``). Idempotent: an app's lifespan may open an engine its
+        owner opened already."""
+        if self._opened:
+            return
+        self._opened = True
         if self.store is not None:
             await self.store.open()
             interrupted = await self.store.mark_interrupted()
