@@ -480,16 +480,6 @@ class Engine:
             "record": record,
         }
 
-    async def record(self, stream_id: str, *, tenant: str | None = None) -> dict[str, Any]:
-        """The stored record of a turn (request, terminal columns, route results). Raises
-        :class:`UnknownStream` when there is none for this tenant, or no store."""
-        record = None
-        if self.store is not None and len(stream_id) <= 64:
-            record = await self.store.get_turn(stream_id, tenant=tenant)
-        if record is None:
-            raise UnknownStream(stream_id)
-        return record
-
     def _extraction_plan(
         self, request: TurnRequest, chain: tuple[Provider, ...]
     ) -> ExtractionPlan | None:
