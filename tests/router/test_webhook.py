@@ -158,7 +158,9 @@ async def test_a_hanging_receiver_times_out_the_route_only(
     receiver.push(Reply(hang=True))
     audit = tmp_path / "audit.jsonl"
     async with Router() as router:
-        router.route("hook", None, sink_for(receiver), timeout_s=0.3)
+        # Long enough for the request to reach the receiver on a loaded machine (asserted
+        # below: the timeout must come from the hang, not from a request that never arrived).
+        router.route("hook", None, sink_for(receiver), timeout_s=2.0)
         router.route("audit", None, JsonlSink(audit))
         async with asyncio.timeout(GUARD_S):
             results = {r.route: r for r in await router.dispatch(record("s1"))}
