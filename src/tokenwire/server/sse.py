@@ -5,10 +5,9 @@ Two tasks per response, raced: the writer (log → socket) and the listener (wai
 ``StreamingResponse`` does. The reader's memory is a cursor: events wait in the log, not in a
 per-connection queue.
 
-Timekeeping costs one timer per connection per tick, never one per event: a watchdog wakes every
-``tick_s`` to send a heartbeat comment when nothing was written for ``heartbeat_s``, and to
-disconnect a reader whose send has been blocked (TCP back-pressure) for ``send_timeout_s``. A
-reader more than ``max_lag_events`` behind a live turn is disconnected too.
+Heartbeats and the send timeout are :class:`~.pacing.SendPacer`'s (one timer per connection per
+tick, never one per event). A reader more than ``max_lag_events`` behind a live turn is
+disconnected too.
 
 When the client that started the turn goes away before the terminal event, the turn applies its
 ``on_disconnect`` policy (``cancel``: stopped now with reason ``client_gone``, which aborts the
@@ -24,13 +23,14 @@ import logging
 from collections.abc import Mapping
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..bus import Follower, ResumeUnavailable
 from ..engine import TurnHandle
 from ..engine.metrics import EngineMetrics
 from ..protocol import Event, encode_sse_comment, encode_sse_event
 from .errors import error_response
+from .pacing import SendPacer, wait_disconnect
 
 logger = logging.getLogger("tokenwire.sse")
 
@@ -71,13 +71,6 @@ class EventStreamResponse(Response):
         self._after_seq = after_seq
         self._originator = originator
         self.terminal_sent = False
-        self._follower: Follower | None = None
-        self._writer: asyncio.Future[None] | None = None
-        self._last_write = 0.0
-        self._send_started: float | None = None
-        self._heartbeat_due = False
-        self._slow = False
-        self._watchdog: asyncio.TimerHandle | None = None
         self._first: list[Event] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,56 +87,32 @@ class EventStreamResponse(Response):
             *self._extra_headers,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        loop = asyncio.get_running_loop()
-        self._follower = follower
         self.handle.attach()
-        self._last_write = loop.time()
-        tick_s = min(self._heartbeat_s, self._send_timeout_s) / 4
-        self._watchdog = loop.call_later(tick_s, self._tick, tick_s)
-        self._writer = writer = asyncio.ensure_future(self._write(send))
-        listener = asyncio.ensure_future(_wait_disconnect(receive))
+        pacer = SendPacer(
+            self.handle.stream_id,
+            heartbeat_s=self._heartbeat_s,
+            send_timeout_s=self._send_timeout_s,
+            wake=follower.wake,
+        )
+        writer = asyncio.ensure_future(self._write(send, follower, pacer))
+        pacer.start(writer)
+        listener = asyncio.ensure_future(wait_disconnect(receive))
         try:
             await asyncio.wait((writer, listener), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            pacer.stop()
             for task in (writer, listener):
                 task.cancel()
             for task in (writer, listener):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if self._slow:
+            if pacer.slow:
                 self._metrics.slow_client_disconnects.inc()
             # The turn applies its on_disconnect policy if this reader started it (and it is
             # still running); a viewer leaving never stops it.
             self.handle.detach(originator=self._originator and not self.terminal_sent)
 
-    def _tick(self, tick_s: float) -> None:
-        """The per-connection watchdog: heartbeats and the send timeout, off the hot path."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        writer = self._writer
-        if writer is None or writer.done():
-            return
-        if self._send_started is not None and now - self._send_started >= self._send_timeout_s:
-            logger.info(
-                "stream %s: a send blocked for %.0f s; disconnecting the reader",
-                self.handle.stream_id,
-                now - self._send_started,
-            )
-            self._slow = True
-            writer.cancel()
-            return
-        if self._send_started is None and now - self._last_write >= self._heartbeat_s:
-            self._heartbeat_due = True
-            if self._follower is not None:
-                self._follower.wake()
-        self._watchdog = loop.call_later(tick_s, self._tick, tick_s)
-
-    async def _write(self, send: Send) -> None:
-        follower = self._follower
-        assert follower is not None
-        loop = asyncio.get_running_loop()
+    async def _write(self, send: Send, follower: Follower, pacer: SendPacer) -> None:
         caught_up = False
         first: list[Event] | None = self._first
         while True:
@@ -156,7 +125,7 @@ class EventStreamResponse(Response):
                     # This reader fell so far behind that the log trimmed what it had not read:
                     # end the response; a resume from its last id gets resume_unavailable.
                     logger.info("stream %s: reader fell out of the log", self.handle.stream_id)
-                    self._slow = True
+                    pacer.slow = True
                     return
             if batch:
                 if caught_up and len(batch) > self._max_lag and not follower.finished:
@@ -165,38 +134,25 @@ class EventStreamResponse(Response):
                         self.handle.stream_id,
                         len(batch),
                     )
-                    self._slow = True
+                    pacer.slow = True
                     return
                 caught_up = True
-                await self._send(send, _frames(batch), loop)
+                await pacer.send(send, _frames(batch))
                 if follower.finished:
                     self.terminal_sent = True
                     break
                 continue
             if follower.finished:
                 break
-            if self._heartbeat_due:
-                self._heartbeat_due = False
-                await self._send(send, _HEARTBEAT, loop)
+            if pacer.heartbeat_due:
+                pacer.heartbeat_due = False
+                await pacer.send(send, _HEARTBEAT)
                 continue
             await follower.wait()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _send(self, send: Send, body: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        self._send_started = loop.time()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        self._send_started = None
-        self._last_write = loop.time()
 
 
 def _frames(batch: list[Event]) -> bytes:
     if len(batch) == 1:
         return encode_sse_event(batch[0])
     return b"".join([encode_sse_event(event) for event in batch])
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
