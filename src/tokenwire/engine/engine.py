@@ -59,7 +59,13 @@ from .hooks import Hooks
 from .metrics import EngineMetrics
 from .outbox import OutboxWorker
 from .records import TurnRecorder
-from .request import DeadlineOverrides, Overloaded, RequestError, TurnRequest
+from .request import (
+    DeadlineOverrides,
+    Overloaded,
+    RequestError,
+    TurnRequest,
+    validation_message,
+)
 from .scheduler import ProviderScheduler
 from .turn import Turn, TurnPlan
 
@@ -307,7 +313,7 @@ class Engine:
             try:
                 request = TurnRequest.model_validate(request)
             except ValidationError as exc:
-                raise RequestError("invalid_request", _validation_message(exc)) from None
+                raise RequestError("invalid_request", validation_message(exc)) from None
         if idempotency_key is None:
             turn = await self._start(request, tenant)
             return TurnHandle(turn, self.log)
@@ -489,7 +495,7 @@ class Engine:
             spec = ExtractionSpec.model_validate(request.extraction)
         except ValidationError as exc:
             raise RequestError(
-                "invalid_request", "extraction: " + _validation_message(exc)
+                "invalid_request", "extraction: " + validation_message(exc)
             ) from None
         schema = _resolve_schema(self.schemas, spec)
         # A base model does not follow format instructions: `auto` never asks it for a block.
@@ -835,11 +841,3 @@ def _deadline(configured: float, asked: float | None) -> float:
     """Seconds; 0 in the config disables a deadline; a request may only tighten it."""
     limit = configured if configured > 0 else math.inf
     return min(limit, asked) if asked else limit
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False)[:10]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_CONTENT_CHARS = 1_000_000
 
@@ -96,3 +96,13 @@ class Overloaded(RequestError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__("overloaded", message, status=503)
         self.retry_after_s = retry_after_s
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A validation failure as one line a client can act on: ``where: what`` for the first ten
+    problems (``messages.0.content: Input should be a valid string; ...``)."""
+    parts = []
+    for err in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
