@@ -234,6 +234,38 @@ async def test_tool_call_deltas_are_assembled(engine: Engine) -> None:
     assert (tool[0].call_id, tool[0].name, tool[0].arguments) == ("c1", "lookup", '{"q": "x"}')  # type: ignore[union-attr]
 
 
+async def test_sources_are_ordered_deduplicated_and_merged(engine: Engine) -> None:
+    sources = [
+        {"url": "https://a.example/1", "title": "A", "origin": "retrieval"},
+        {"id": "doc-7", "snippet": "seven"},
+        {"url": "https://a.example/1", "title": "A again", "snippet": "first lacked this"},
+        {"title": "no url and no id: cannot be cited"},
+    ]
+    done = check_invariants(await collect(engine, body(tokens=["ok"], sources=sources)))
+    assert isinstance(done, Done)
+    assert done.sources == ["https://a.example/1", "doc-7"]
+    assert done.source_details == [
+        {
+            "url": "https://a.example/1",
+            "title": "A",
+            "origin": "retrieval",
+            "snippet": "first lacked this",
+        },
+        {"id": "doc-7", "snippet": "seven"},
+    ]
+
+
+async def test_a_partial_answer_keeps_its_sources(engine: Engine) -> None:
+    script = body(
+        tokens=["a", "b"],
+        sources=[{"url": "https://a.example/x"}],
+        fault={"kind": "fail", "at": 1, "retryable": False},
+    )
+    done = check_invariants(await collect(engine, script))
+    assert isinstance(done, Done) and done.partial
+    assert done.sources == ["https://a.example/x"]
+
+
 async def test_requests_the_engine_cannot_serve(engine: Engine) -> None:
     from tokenwire import RequestError
 

@@ -44,6 +44,7 @@ from ..providers import (
     GenerationRequest,
     Provider,
     ProviderError,
+    SourceChunk,
     TextChunk,
     ToolCallChunk,
     UsageChunk,
@@ -54,6 +55,7 @@ from .hooks import Hooks
 from .metrics import EngineMetrics
 from .postprocess import canonical_answer
 from .scheduler import Priority, ProviderScheduler
+from .sources import SourceCollector
 
 logger = logging.getLogger("tokenwire.turn")
 
@@ -163,6 +165,7 @@ class Turn:
         self._grace: asyncio.TimerHandle | None = None
         self._usage: UsageChunk | None = None
         self._tool_calls: dict[int, _ToolCallParts] = {}
+        self._sources = SourceCollector()
         self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._text_closed = False
@@ -366,6 +369,7 @@ class Turn:
             assert self.extractor is not None
             self.extractor.restart_inline()
         finish: Finish | None = None
+        self._sources.clear()  # only the attempt that answers has sources
         stream = provider.stream(request)
         loop = self._loop
         try:
@@ -397,6 +401,8 @@ class Turn:
                     self._tool_call(chunk)
                 elif type(chunk) is UsageChunk:
                     self._usage = chunk
+                elif type(chunk) is SourceChunk:
+                    self._sources.add(chunk)
                 elif type(chunk) is Finish:
                     finish = chunk
                     break
@@ -658,6 +664,8 @@ class Turn:
                     if usage is not None
                     else None
                 ),
+                sources=self._sources.keys,
+                source_details=self._sources.details,
                 structured=self._structured(answer),
                 context=self.plan.context,
                 timings=self._timings(post_process_ms=post_ms),

@@ -78,6 +78,19 @@ class UsageChunk:
     estimated: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceChunk:
+    """A source backing the answer, as the upstream reports it (a provider's own citations,
+    retrieval metadata): ``url`` or ``id`` names it; the rest describes it."""
+
+    url: str | None = None
+    id: str | None = None
+    title: str | None = None
+    snippet: str | None = None
+    origin: str | None = None
+    """Where it came from (``retrieval``, ``tool:<name>``, ``provider``, ...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finish:
     """The upstream's end marker arrived; ``reason`` is why the model stopped."""
@@ -85,7 +98,7 @@ class Finish:
     reason: FinishReason = "stop"
 
 
-ProviderChunk = Begin | TextChunk | ToolCallChunk | UsageChunk | Finish
+ProviderChunk = Begin | TextChunk | ToolCallChunk | SourceChunk | UsageChunk | Finish
 
 
 class ProviderError(Exception):

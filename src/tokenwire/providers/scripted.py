@@ -33,6 +33,7 @@ from .base import (
     ProviderChunk,
     ProviderError,
     ProviderHealth,
+    SourceChunk,
     TextChunk,
     ToolCallChunk,
     UsageChunk,
@@ -62,6 +63,18 @@ class ScriptedToolCall(BaseModel):
     call_id: str | None = None
 
 
+class ScriptedSource(BaseModel):
+    """A source the script reports, as a retrieval step or a provider's citations would."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, max_length=4096)
+    id: str | None = Field(default=None, max_length=512)
+    title: str | None = Field(default=None, max_length=1024)
+    snippet: str | None = Field(default=None, max_length=8192)
+    origin: str | None = Field(default=None, max_length=128)
+
+
 class Script(BaseModel):
     """What the scripted provider streams for one request."""
 
@@ -76,6 +89,11 @@ class Script(BaseModel):
     finish: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
     usage: bool = True
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list, max_length=32)
+    sources: list[ScriptedSource] = Field(
+        default_factory=list,
+        max_length=256,
+        description="sources reported after Begin, before the first token",
+    )
     fault: Fault | None = None
     extraction: Script | None = Field(
         default=None,
@@ -136,6 +154,8 @@ class ScriptedProvider:
             fault = None
         try:
             yield Begin()
+            for source in script.sources:
+                yield SourceChunk(**source.model_dump())
             tokens = script.tokens * script.repeat if script.repeat > 1 else script.tokens
             for index, token in enumerate(tokens):
                 if fault is not None and fault.at == index:
