@@ -178,6 +178,37 @@ async def test_websocket_needs_a_key_and_is_tenant_scoped(live: Live) -> None:
     await live.client.post(f"/v1/streams/{stream_id}/cancel", headers=as_(KEY_A))
 
 
+async def test_a_browser_sends_its_key_as_a_websocket_subprotocol(live: Live) -> None:
+    ws_url = live.url.replace("http", "ws") + "/v1/ws"
+    offered = ["tokenwire.v1", f"tokenwire.bearer.{KEY_A}"]
+    started = await live.client.post("/v1/streams", json=HANG, headers=as_(KEY_A))
+    stream_id = started.json()["stream_id"]
+    async with websockets.connect(ws_url, subprotocols=offered) as ws:  # type: ignore[arg-type]
+        # The key is never echoed back: the server selects the plain protocol.
+        assert ws.subprotocol == "tokenwire.v1"
+        resume = {"type": "resume", "request_id": "r1", "after_seq": 0, "stream_id": stream_id}
+        await ws.send(json.dumps(resume))
+        assert json.loads(await ws.recv())["type"] == "start"  # acme's own stream
+    # A wrong key as a subprotocol is refused like a wrong header, on a socket that still
+    # completes its handshake (a browser would see nothing otherwise).
+    wrong = ["tokenwire.v1", "tokenwire.bearer.tw_not_a_key"]
+    async with websockets.connect(ws_url, subprotocols=wrong) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "tokenwire.v1"
+        refusal = json.loads(await ws.recv())
+        assert refusal["type"] == "error" and refusal["code"] == "unauthorized"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    # Two different keys (header and subprotocol) are refused rather than one picked.
+    async with websockets.connect(
+        ws_url,
+        subprotocols=["tokenwire.v1", f"tokenwire.bearer.{KEY_B}"],  # type: ignore[list-item]
+        additional_headers=as_(KEY_A),
+    ) as ws:
+        assert json.loads(await ws.recv())["code"] == "unauthorized"
+    await live.client.post(f"/v1/streams/{stream_id}/cancel", headers=as_(KEY_A))
+
+
 async def test_conversations_are_tenant_scoped(live: Live) -> None:
     created = await live.client.post("/v1/conversations", json={}, headers=as_(KEY_A))
     cid = created.json()["id"]

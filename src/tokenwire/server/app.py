@@ -23,7 +23,12 @@ from ..auth import Authenticator, Unauthenticated
 from ..config import Settings
 from ..engine import Engine, TurnHandle
 from ..protocol.ws import encode_request_error
-from .access import STREAM_TOKEN_HEADER, principal
+from .access import (
+    STREAM_TOKEN_HEADER,
+    principal,
+    websocket_principal,
+    websocket_subprotocol,
+)
 from .aisdk import aisdk_routes
 from .body import read_json_object
 from .conversations import conversation_routes
@@ -71,12 +76,13 @@ def create_router(engine: Engine, auth: Authenticator | None = None) -> APIRoute
 
     @router.websocket("/v1/ws")
     async def websocket(ws: WebSocket) -> None:
+        subprotocol = websocket_subprotocol(ws)
         try:
-            tenant = principal(auth, ws).tenant
+            tenant = websocket_principal(auth, ws).tenant
         except Unauthenticated as exc:
-            await _refuse_websocket(ws, exc)
+            await _refuse_websocket(ws, exc, subprotocol)
             return
-        await serve_websocket(ws, engine, tenant=tenant)
+        await serve_websocket(ws, engine, tenant=tenant, subprotocol=subprotocol)
 
     router.include_router(conversation_routes(engine, auth))
     router.include_router(openai_routes(engine, auth))
@@ -145,11 +151,11 @@ def resume_response(
     return _sse(engine, handle, after_seq=after, originator=False)
 
 
-async def _refuse_websocket(ws: WebSocket, exc: Unauthenticated) -> None:
+async def _refuse_websocket(ws: WebSocket, exc: Unauthenticated, subprotocol: str | None) -> None:
     """Accept, answer with an ``error`` frame (code ``unauthorized``), close with 1008. A
     refused handshake would tell a browser nothing (its WebSocket API hides the status); a
     frame it can read, and the close code, say exactly what went wrong."""
-    await ws.accept()
+    await ws.accept(subprotocol=subprotocol)
     await ws.send_text(encode_request_error(None, exc.code, exc.message).decode())
     await ws.close(code=CLOSE_POLICY_VIOLATION, reason="unauthorized")
 

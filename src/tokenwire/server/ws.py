@@ -183,10 +183,15 @@ def _stop_started_turn(submit: asyncio.Future[TurnHandle]) -> None:
 
 
 async def serve_websocket(
-    websocket: WebSocket, engine: Engine, *, tenant: str | None = None
+    websocket: WebSocket,
+    engine: Engine,
+    *,
+    tenant: str | None = None,
+    subprotocol: str | None = None,
 ) -> None:
-    """Serve one socket; ``tenant``: whom it was authenticated as (None without auth)."""
-    await websocket.accept()
+    """Serve one socket; ``tenant``: whom it was authenticated as (None without auth);
+    ``subprotocol``: the one to select in the handshake, if any."""
+    await websocket.accept(subprotocol=subprotocol)
     session = _Session(websocket, engine, tenant)
     limits = engine.settings.limits
     sender = asyncio.get_running_loop().create_task(
