@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import openai
 import orjson
 import pytest
 import websockets
 
 from tokenwire import Done, Reason, Settings, TextDelta
+from tokenwire.client import AsyncTokenwire
+from tokenwire.engine.postprocess import canonical_answer
 from tokenwire.protocol import decode_event
 
 from ..engine.test_turn import check_invariants
@@ -78,3 +81,40 @@ async def test_stop_really_stops_the_model_and_frees_it_for_the_next_turn() -> N
     assert cancelled.reason is Reason.CANCELLED and cancelled.partial
     assert cancelled.usage is not None and cancelled.usage["output_tokens"] < 400
     assert terminals["next"].reason in (Reason.STOP, Reason.LENGTH)
+
+
+async def test_the_openai_sdk_and_the_python_client_on_the_local_model() -> None:
+    """The client dialects on real generation: the official ``openai`` SDK streaming from Gemma
+    (a usage chunk, a finish_reason, text equal to the turn's record), then the Python client
+    completing a turn and following that same stream again as a viewer."""
+    async with live_server(local_settings()) as live:
+        client = openai.AsyncOpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        try:
+            stream = await client.chat.completions.create(
+                model="default",
+                messages=[{"role": "user", "content": "Name three colours."}],
+                max_tokens=32,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in stream]
+        finally:
+            await client.close()
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+        assert text.strip() and finishes[-1] in ("stop", "length")
+        usage = chunks[-1].usage
+        assert usage is not None and usage.completion_tokens > 0
+        stream_id = chunks[0].id.removeprefix("chatcmpl-")
+        record = await live.engine.handle(stream_id).wait()
+        assert isinstance(record, Done) and record.answer == canonical_answer(text)
+
+        async with AsyncTokenwire(live.url) as tw:
+            done = await tw.complete("Say hello.", max_tokens=16, temperature=0)
+            assert done.answer and done.model == "gemma-3-270m"
+            async with tw.events(done.stream_id) as replay:
+                events = [event async for event in replay]
+            assert events[-1] == done
+            deltas = "".join(e.delta for e in events if isinstance(e, TextDelta))
+            assert canonical_answer(deltas) == done.answer
