@@ -111,10 +111,14 @@ class MemoryEventLog:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, stream_id: str) -> None:
+    def open(self, stream_id: str, *, first_seq: int = 1) -> None:
+        """``first_seq``: the seq of the first event to be appended (a copy of a stream whose
+        earlier events were trimmed elsewhere starts after them)."""
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id} already exists")
-        self._streams[stream_id] = _Stream()
+        stream = self._streams[stream_id] = _Stream()
+        stream.first_seq = first_seq
+        stream.head = first_seq - 1
 
     def append(self, stream_id: str, event: Event) -> None:
         stream = self._get(stream_id)
@@ -143,6 +147,10 @@ class MemoryEventLog:
 
     def follower(self, stream_id: str, after_seq: int = 0) -> MemoryFollower:
         return MemoryFollower(stream_id, self._get(stream_id), after_seq)
+
+    def drop(self, stream_id: str) -> None:
+        """Forget a stream now (its owner has no more use for it)."""
+        self._expire(stream_id)
 
     def _get(self, stream_id: str) -> _Stream:
         try:

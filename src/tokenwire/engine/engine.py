@@ -20,10 +20,10 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -69,6 +69,9 @@ from .request import (
 from .scheduler import ProviderScheduler
 from .turn import Turn, TurnPlan
 
+if TYPE_CHECKING:
+    from ..cluster.gateway import Gateway
+
 logger = logging.getLogger("tokenwire.engine")
 
 
@@ -84,20 +87,52 @@ class ActiveTurn:
     last_seq: int
 
 
+class TurnControl(Protocol):
+    """What a handle drives: a :class:`Turn` running here, or (on a scale-out gateway) a turn
+    running on some worker, reached through Redis."""
+
+    stream_id: str
+
+    @property
+    def route(self) -> str: ...
+
+    @property
+    def background(self) -> bool: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def terminal(self) -> Done | Error | None: ...
+
+    def attach(self) -> None: ...
+
+    def detach(self, *, originator: bool) -> None: ...
+
+    def stop(self, reason: Reason) -> bool: ...
+
+    async def wait(self) -> Done | Error: ...
+
+
 class TurnHandle:
     """A started turn: its id, its events (replayable from any seq) and its stop button."""
 
-    def __init__(self, turn: Turn, log: EventLog, *, joined: bool = False) -> None:
+    def __init__(self, turn: TurnControl, log: EventLog, *, joined: bool = False) -> None:
         self._turn = turn
         self._log = log
         self.stream_id = turn.stream_id
-        self.route = turn.plan.route
+        self.route = turn.route
         self.joined = joined
         """True when ``submit`` found this turn by its idempotency key instead of starting it."""
 
     @property
     def background(self) -> bool:
-        return self._turn.plan.background
+        return self._turn.background
+
+    @property
+    def head(self) -> int:
+        """The seq of the last event in the stream's log so far."""
+        return self._log.head(self.stream_id)
 
     def attach(self) -> None:
         """Count a reader in (call :meth:`detach` when it leaves)."""
@@ -136,12 +171,7 @@ class TurnHandle:
 
     async def wait(self) -> Done | Error:
         """Wait for the turn to end and return its terminal event."""
-        task = self._turn.task
-        if task is not None:
-            await asyncio.shield(task)
-        terminal = self._turn.terminal
-        assert terminal is not None, "a finished turn always has its terminal event"
-        return terminal
+        return await self._turn.wait()
 
 
 class Engine:
@@ -154,8 +184,13 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
         log: EventLog | None = None,
         router: Router | None = None,
+        role: Literal["embedded", "gateway", "worker"] | None = None,
     ) -> None:
+        """``role``: ``embedded`` runs everything in this process; ``gateway`` (the default
+        when ``[redis] url`` is set) accepts and relays turns that workers run; ``worker`` runs
+        turns taken from Redis (see :mod:`tokenwire.cluster`)."""
         self.settings = settings if settings is not None else Settings()
+        self.role = role or ("gateway" if self.settings.redis.url else "embedded")
         limits = self.settings.limits
         configured = {
             name: build_provider(name, cfg)
@@ -201,6 +236,14 @@ class Engine:
         self._turns: dict[str, Turn] = {}
         self._summarizing: dict[str, asyncio.Task[None]] = {}
         self._counters: dict[str, TokenCounter] = {}
+        self.gateway: Gateway | None = None
+        self.may_record: Callable[[str], bool] | None = None
+        """A worker's check that it still owns a turn before it writes the turn's record."""
+        if self.role == "gateway":
+            from ..cluster.gateway import Gateway
+
+            self.gateway = Gateway(self)
+            self.log = self.gateway.reader
         self._closing = False
         self._opened = False
         store = self.settings.store
@@ -234,13 +277,22 @@ class Engine:
         if self._opened:
             return
         self._opened = True
+        if self.gateway is not None:
+            # A gateway runs no turns: no model, no outbox, nothing of its own to recover.
+            if self.store is not None:
+                await self.store.open()
+            await self.gateway.open()
+            return
         if self.store is not None:
             await self.store.open()
+        if self.store is not None and self.role == "embedded":
+            # Only a process that runs every turn may end the ones left running: a worker's
+            # peers may be running theirs (a worker's lost turns are taken over instead).
             interrupted = await self.store.mark_interrupted()
             if interrupted:
                 self.metrics.interrupted.inc(interrupted)
                 logger.warning("marked %d turns of a previous run interrupted", interrupted)
-            assert self._outbox is not None
+        if self._outbox is not None:
             self._outbox.start()
         for name, provider in self.providers.items():
             cfg = self.settings.providers.get(name)
@@ -252,6 +304,8 @@ class Engine:
         """Stop every turn in flight (reason ``shutdown``), wait for their terminal events, then
         release the providers."""
         self._closing = True
+        if self.gateway is not None:
+            await self.gateway.aclose()
         turns = list(self._turns.values())
         for turn in turns:
             turn.stop(Reason.SHUTDOWN)
@@ -314,6 +368,10 @@ class Engine:
                 request = TurnRequest.model_validate(request)
             except ValidationError as exc:
                 raise RequestError("invalid_request", validation_message(exc)) from None
+        if self.gateway is not None:
+            return await self.gateway.submit(
+                request, tenant=tenant, idempotency_key=idempotency_key
+            )
         if idempotency_key is None:
             turn = await self._start(request, tenant)
             return TurnHandle(turn, self.log)
@@ -346,9 +404,16 @@ class Engine:
         entry.turn.set_result(turn)
         return TurnHandle(turn, self.log)
 
-    async def _start(self, request: TurnRequest, tenant: str | None) -> Turn:
+    async def _start(
+        self,
+        request: TurnRequest,
+        tenant: str | None,
+        *,
+        stream_id: str | None = None,
+        prior: Sequence[Event] = (),
+    ) -> Turn:
         self._admit()
-        plan = self._plan(request, tenant)
+        plan = self._plan(request, tenant, stream_id=stream_id)
         if request.conversation_id is not None and self.store is not None:
             plan = await self._with_history(plan, request)
             self._admit()  # the world may have changed while the history loaded
@@ -360,6 +425,7 @@ class Engine:
             metrics=self.metrics,
             persist=None if recorder is None else lambda t: self._persist(turn, t),
             recorded=None if recorder is None else lambda: recorder.started(plan.stream_id),
+            prior=prior,
         )
         self.log.open(plan.stream_id)
         self._turns[plan.stream_id] = turn
@@ -370,6 +436,45 @@ class Engine:
             self._drive(turn), name=f"tokenwire-turn-{plan.stream_id}"
         )
         return turn
+
+    async def start_job(
+        self,
+        request: Mapping[str, Any],
+        *,
+        tenant: str | None,
+        stream_id: str,
+        prior: Sequence[Event] = (),
+    ) -> TurnHandle:
+        """A worker's start of a turn a gateway accepted: the stream id is the gateway's, and
+        ``prior`` the events a lost worker already wrote (``start``, ``status``), after which
+        this run continues. Raises :class:`RequestError` like :meth:`submit`."""
+        try:
+            validated = TurnRequest.model_validate(request)
+        except ValidationError as exc:
+            raise RequestError("invalid_request", validation_message(exc)) from None
+        turn = await self._start(validated, tenant, stream_id=stream_id, prior=prior)
+        return TurnHandle(turn, self.log)
+
+    async def lookup(self, stream_id: str, *, tenant: str | None = None) -> TurnHandle:
+        """:meth:`handle`, wherever the turn runs: on a gateway, any turn of the cluster."""
+        if self.gateway is not None:
+            return await self.gateway.lookup(stream_id, tenant=tenant)
+        return self.handle(stream_id, tenant=tenant)
+
+    async def stop(
+        self, stream_id: str, reason: Reason = Reason.CANCELLED, *, tenant: str | None = None
+    ) -> bool:
+        """:meth:`cancel`, wherever the turn runs: on a gateway, the signal goes through Redis
+        to the worker running it."""
+        if self.gateway is not None:
+            return await self.gateway.cancel(stream_id, reason, tenant=tenant)
+        return self.cancel(stream_id, reason, tenant=tenant)
+
+    async def list_active(self, *, tenant: str | None = None) -> list[ActiveTurn]:
+        """:meth:`active`, wherever the turns run: on a gateway, every worker's."""
+        if self.gateway is not None:
+            return await self.gateway.active(tenant=tenant)
+        return self.active(tenant=tenant)
 
     def _admit(self) -> None:
         if self._closing:
@@ -435,6 +540,11 @@ class Engine:
         """What ``GET /v1/streams/{id}`` returns: the live view of a turn in flight, the
         terminal event of one that finished recently, or its stored record (``record``) once
         its events have expired. Raises :class:`UnknownStream` (also for another tenant's)."""
+        if self.gateway is not None:
+            found = await self.gateway.status(stream_id, tenant=tenant)
+            if found is not None:
+                return found
+            return await self._stored_status(stream_id, tenant)
         try:
             self._owned(stream_id, tenant)
             terminal = self.log.terminal(stream_id)
@@ -679,29 +789,47 @@ class Engine:
     async def _persist(self, turn: Turn, terminal: Done | Error) -> None:
         """Write the turn's record and queue its system-channel deliveries, in one transaction
         (see ``engine.records``); the turn publishes its terminal event after this."""
+        if self.may_record is not None and not self.may_record(turn.stream_id):
+            return  # a worker that lost its claim: the turn's new owner writes the record
+        await self.record_terminal(
+            turn.stream_id,
+            terminal,
+            started=_started(turn),
+            conversation_id=turn.plan.conversation_id,
+            metadata=turn.plan.generation.metadata,
+        )
+
+    async def record_terminal(
+        self,
+        stream_id: str,
+        terminal: Done | Error,
+        *,
+        started: dict[str, Any],
+        conversation_id: str | None,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        """Write a turn's final record and queue its deliveries (also for a turn that ended
+        elsewhere: a worker ending a lost worker's turn)."""
         recorder, outbox = self._recorder, self._outbox
-        assert recorder is not None and outbox is not None
+        if recorder is None or outbox is None:
+            return
         deliveries: list[tuple[str, dict[str, Any]]] = []
         if isinstance(terminal, Done) and self.router.routes:
-            record = build_record(
-                terminal,
-                conversation_id=turn.plan.conversation_id,
-                metadata=turn.plan.generation.metadata,
-            )
+            record = build_record(terminal, conversation_id=conversation_id, metadata=metadata)
             matched, failed = self.router.matching(record)
             deliveries = [(name, record) for name in matched]
             if failed:
-                self._route_results[turn.stream_id] = [
+                self._route_results[stream_id] = [
                     r.to_dict() for r in await asyncio.gather(*failed)
                 ]
         written = await recorder.finish(
-            turn.stream_id,
+            stream_id,
             event_to_dict(terminal),
-            started=_started(turn),
+            started=started,
             deliveries=deliveries,
         )
         if written and deliveries:
-            outbox.queued(turn.stream_id, [name for name, _ in deliveries])
+            outbox.queued(stream_id, [name for name, _ in deliveries])
 
     async def routes_settled(self) -> None:
         """Wait until every dispatch to the router started so far has finished (each route
@@ -717,7 +845,9 @@ class Engine:
         while the routes still run, or when none matched it)."""
         return self._route_results.get(stream_id)
 
-    def _plan(self, request: TurnRequest, tenant: str | None) -> TurnPlan:
+    def _plan(
+        self, request: TurnRequest, tenant: str | None, *, stream_id: str | None = None
+    ) -> TurnPlan:
         settings = self.settings
         route_name = request.route or settings.default_route
         route = settings.routes.get(route_name)
@@ -761,7 +891,8 @@ class Engine:
         deadlines = settings.deadlines
         asked = request.deadlines or DeadlineOverrides()
         return TurnPlan(
-            stream_id="tw_" + secrets.token_hex(16),  # 128 random bits: unguessable
+            # 128 random bits: unguessable. A worker runs the turn under its gateway's id.
+            stream_id=stream_id or "tw_" + secrets.token_hex(16),
             tenant=tenant,
             request=request.model_dump(mode="json", exclude_none=True),
             route=route_name,

@@ -41,6 +41,12 @@ class EngineMetrics:
             ["provider", "outcome"],
             registry=self.registry,
         )
+        self.upstream_aborts = Counter(
+            "tokenwire_upstream_aborts_total",
+            "Upstream calls aborted mid-stream (cancel, disconnect, deadline, shutdown).",
+            ["provider"],
+            registry=self.registry,
+        )
         self.hook_drops = Counter(
             "tokenwire_hook_drops_total",
             "Events dropped for a hook subscriber whose queue was full.",
@@ -96,6 +102,19 @@ class EngineMetrics:
         self.summaries = Counter(
             "tokenwire_context_summaries_total",
             "Background summaries of conversation history, by outcome (ok, error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "tokenwire_redis_errors_total",
+            "Scale-out: Redis commands that failed or timed out, by operation.",
+            ["op"],
+            registry=self.registry,
+        )
+        self.takeovers = Counter(
+            "tokenwire_worker_takeovers_total",
+            "Scale-out: turns of a lost worker taken over, by outcome (rerun, worker_lost, "
+            "finished: the lost worker had written the end already).",
             ["outcome"],
             registry=self.registry,
         )

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +130,11 @@ class Turn:
         metrics: EngineMetrics,
         persist: Callable[[Done | Error], Awaitable[None]] | None = None,
         recorded: Callable[[], Awaitable[None]] | None = None,
+        prior: Sequence[Event] = (),
     ) -> None:
+        """``prior``: the events another worker already wrote for this stream before it was
+        lost (``start`` and ``status`` only: nothing visible). The turn continues after them,
+        so a re-run reads as one stream: no second ``start``, ``seq`` without a gap."""
         self.plan = plan
         self._persist = persist
         self._recorded = recorded
@@ -138,6 +142,9 @@ class Turn:
         self._held: Done | Error | None = None
         self.stream_id = plan.stream_id
         self.lifecycle = TurnLifecycle(plan.stream_id)
+        for event in prior:
+            self.lifecycle.send(event)
+        self._resumed = bool(prior)
         self.created_at = time.time()
         self.tokens = 0
         self.attempts = 0
@@ -193,6 +200,21 @@ class Turn:
     @property
     def done(self) -> bool:
         return self.terminal is not None
+
+    @property
+    def route(self) -> str:
+        return self.plan.route
+
+    @property
+    def background(self) -> bool:
+        return self.plan.background
+
+    async def wait(self) -> Done | Error:
+        """The terminal event, once the turn has ended."""
+        if self.task is not None:
+            await asyncio.shield(self.task)
+        assert self.terminal is not None, "a finished turn always has its terminal event"
+        return self.terminal
 
     @property
     def age_s(self) -> float:
@@ -265,8 +287,9 @@ class Turn:
         outcome: _Outcome
         self._running = True
         try:
-            self._emit_start()
-            self._emit(Status(phase=Phase.QUEUED))
+            if not self._resumed:
+                self._emit_start()
+                self._emit(Status(phase=Phase.QUEUED))
             self._watch()
             if self._stop_reason is not None:
                 outcome = _Outcome(self._stop_reason, "stopped before it started")
@@ -414,7 +437,12 @@ class Turn:
                 provider.model,
                 retry_after=exc.retry_after,
             )
-        except (LocalProtocolError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            # Stopped mid-call (cancel, disconnect, deadline, shutdown): closing the stream
+            # below aborts the upstream request.
+            self._metrics.upstream_aborts.labels(provider.name).inc()
+            raise
+        except LocalProtocolError:
             raise
         except Exception as exc:
             logger.exception("provider %s raised outside its contract", provider.name)
@@ -753,4 +781,6 @@ _DEADLINE_MESSAGES = {
     Reason.TIMEOUT_FIRST_TOKEN: "no token arrived before the first-token deadline",
     Reason.TIMEOUT_IDLE: "the upstream went quiet for longer than the idle deadline",
     Reason.TIMEOUT_TOTAL: "the turn ran past its total deadline",
+    Reason.LOG_UNAVAILABLE: "the turn's events could not be written to the event log",
+    Reason.WORKER_LOST: "this worker lost its claim on the turn",
 }

@@ -30,6 +30,8 @@ class Reason(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TRUNCATED = "upstream_truncated"
     WORKER_LOST = "worker_lost"
+    LOG_UNAVAILABLE = "log_unavailable"
+    """Scale-out: the turn's events could not be written to Redis, so it was stopped."""
     SHUTDOWN = "shutdown"
     CONTENT_FILTER = "content_filter"
 

@@ -98,7 +98,7 @@ def aisdk_routes(engine: Engine, auth: Authenticator) -> APIRouter:
             return Response(status_code=204)
         stream_id, message_id = found
         try:
-            handle = engine.handle(stream_id, tenant=tenant)
+            handle = await engine.lookup(stream_id, tenant=tenant)
         except UnknownStream:
             return Response(status_code=204)
         if handle.done:

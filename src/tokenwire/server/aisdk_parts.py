@@ -90,6 +90,7 @@ _CUT_SHORT = {
     Reason.UPSTREAM_ERROR: "the upstream failed",
     Reason.UPSTREAM_TRUNCATED: "the upstream stream ended without its end marker",
     Reason.WORKER_LOST: "the worker running the turn was lost",
+    Reason.LOG_UNAVAILABLE: "the turn's events could not be written to the event log",
 }
 
 

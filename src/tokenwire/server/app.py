@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from .. import __version__
 from ..auth import Authenticator, Unauthenticated
 from ..config import Settings
-from ..engine import Engine, TurnHandle
+from ..engine import Engine, RequestError, TurnHandle
 from ..protocol.ws import encode_request_error
 from .access import (
     STREAM_TOKEN_HEADER,
@@ -57,11 +57,12 @@ def create_router(engine: Engine, auth: Authenticator | None = None) -> APIRoute
         state: str = Query(default="active", pattern="^active$"),
     ) -> dict[str, Any]:
         tenant = principal(auth, request).tenant
-        return {"streams": [asdict(turn) for turn in engine.active(tenant=tenant)]}
+        active = await engine.list_active(tenant=tenant)
+        return {"streams": [asdict(turn) for turn in active]}
 
     @router.get("/v1/streams/{stream_id}/events", response_model=None)
     async def stream_events(stream_id: str, request: Request) -> Any:
-        return resume_response(engine, auth, stream_id, request)
+        return await resume_response(engine, auth, stream_id, request)
 
     @router.get("/v1/streams/{stream_id}")
     async def stream_status(stream_id: str, request: Request) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def create_router(engine: Engine, auth: Authenticator | None = None) -> APIRoute
     @router.post("/v1/streams/{stream_id}/cancel")
     async def cancel_stream(stream_id: str, request: Request) -> dict[str, Any]:
         tenant = principal(auth, request).tenant
-        cancelled = engine.cancel(stream_id, tenant=tenant)
+        cancelled = await engine.stop(stream_id, tenant=tenant)
         return {"stream_id": stream_id, "cancelled": cancelled}
 
     @router.websocket("/v1/ws")
@@ -134,7 +135,7 @@ async def stream_response(engine: Engine, auth: Authenticator, request: Request)
     return _sse(engine, handle, after_seq=0, originator=not handle.joined, headers=headers)
 
 
-def resume_response(
+async def resume_response(
     engine: Engine, auth: Authenticator, stream_id: str, request: Request
 ) -> Response:
     """``GET /v1/streams/{id}/events``: replay after ``Last-Event-ID`` (or ``?after=``) and
@@ -143,9 +144,9 @@ def resume_response(
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
-    handle = engine.handle(stream_id, tenant=tenant)
+    handle = await engine.lookup(stream_id, tenant=tenant)
     after = int(raw)
-    if after > engine.log.head(stream_id):
+    if after > handle.head:
         # No client can have seen an event that does not exist yet: a corrupted cursor.
         raise ApiError(400, "bad_request", f"cursor {after} is ahead of the stream")
     return _sse(engine, handle, after_seq=after, originator=False)
@@ -206,7 +207,8 @@ class TokenwireApp(FastAPI):
             )
         except Exception as exc:
             err = to_api_error(exc)
-            if err.status >= 500:
+            if err.status >= 500 and not isinstance(exc, RequestError):
+                # A refusal (503 overloaded) is an answer, not a failure to log.
                 logger.exception("POST /v1/streams failed", exc_info=exc)
             response = error_response(err.status, err.code, err.message, err.headers)
         await response(scope, receive, send)

@@ -40,6 +40,7 @@ _FAILURE_STATUS: Final = {
     Reason.UPSTREAM_ERROR: 502,
     Reason.UPSTREAM_TRUNCATED: 502,
     Reason.WORKER_LOST: 502,
+    Reason.LOG_UNAVAILABLE: 503,
 }
 """A turn without a whole answer, as an HTTP status. 499 ("client closed request", as gRPC's
 CANCELLED maps to HTTP): stopped on request, not worth retrying."""

@@ -48,6 +48,10 @@ class _Session:
         self.starting: dict[str, asyncio.Task[None]] = {}
         """Requests whose turn is being started (its conversation's history loading)."""
         self.forwarders: dict[str, asyncio.Task[None]] = {}
+        self.resuming: dict[str, asyncio.Task[None]] = {}
+        """Resumes whose stream is being looked up (on a gateway, a Redis round trip)."""
+        self.cancel_on_resume: set[str] = set()
+        """Resumes cancelled while being looked up: their turn is cancelled once found."""
         self.started: dict[str, str] = {}
         """request_id → stream_id of every turn this socket started (for ``resume``)."""
 
@@ -93,16 +97,22 @@ class _Session:
 
     def resume(self, message: Resume) -> None:
         rid = message.request_id
-        if rid in self.turns:
+        if rid in self.turns or rid in self.starting or rid in self.resuming:
             self.answer_error(rid, "duplicate_request_id", f"request {rid!r} is still running")
             return
         stream_id = message.stream_id or self.started.get(rid)
         if stream_id is None:
             self.answer_error(rid, "unknown_stream", "give the stream_id to resume")
             return
+        # In a task: on a gateway, finding the stream is a Redis round trip, which must not
+        # hold up the socket's other requests.
+        task = asyncio.get_running_loop().create_task(self._resume(rid, stream_id, message))
+        self.resuming[rid] = task
+
+    async def _resume(self, rid: str, stream_id: str, message: Resume) -> None:
         try:
-            handle = self.engine.handle(stream_id, tenant=self.tenant)
-            if message.after_seq > self.engine.log.head(stream_id):
+            handle = await self.engine.lookup(stream_id, tenant=self.tenant)
+            if message.after_seq > handle.head:
                 self.answer_error(rid, "invalid_request", "after_seq is ahead of the stream")
                 return
             handle.follower(message.after_seq).take()  # check the cursor is still covered
@@ -112,7 +122,19 @@ class _Session:
         except ResumeUnavailable as exc:
             self.answer_error(rid, "resume_unavailable", str(exc))
             return
+        except RequestError as exc:
+            self.answer_error(rid, exc.code, exc.message)
+            return
+        except Exception:
+            logger.exception("ws: resuming a stream failed")
+            self.answer_error(rid, "internal_error", "internal error")
+            return
+        finally:
+            self.resuming.pop(rid, None)
         self._follow(rid, handle, after_seq=message.after_seq, originator=False)
+        if rid in self.cancel_on_resume:
+            self.cancel_on_resume.discard(rid)
+            handle.cancel(Reason.CANCELLED)
 
     def _follow(self, rid: str, handle: TurnHandle, *, after_seq: int, originator: bool) -> None:
         self.turns[rid] = handle
@@ -125,6 +147,10 @@ class _Session:
         starting = self.starting.get(message.request_id)
         if starting is not None:
             starting.cancel()
+            return
+        if message.request_id in self.resuming:
+            # The turn exists; the cancel is for it, once this socket has found it.
+            self.cancel_on_resume.add(message.request_id)
             return
         handle = self.turns.get(message.request_id)
         if handle is None:
@@ -169,7 +195,7 @@ class _Session:
                 self.outbox.task_done()
 
     async def close_turns(self) -> None:
-        tasks = [*self.starting.values(), *self.forwarders.values()]
+        tasks = [*self.starting.values(), *self.resuming.values(), *self.forwarders.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:

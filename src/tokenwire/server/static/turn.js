@@ -23,6 +23,7 @@ const REASONS = {
   upstream_error: ["partial", "Partial · upstream error"],
   upstream_truncated: ["partial", "Partial · upstream cut off"],
   worker_lost: ["partial", "Partial · worker lost"],
+  log_unavailable: ["partial", "Partial · event log unavailable"],
 };
 
 /** The badge of a finished turn: {kind: ok|partial|timeout|failed, label, reason}. */
