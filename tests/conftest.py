@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.databases import PostgresServer, fresh_database, postgres_server, sqlite_url
+from tests.support.redis import RedisServer, redis_server
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -72,3 +73,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     server: PostgresServer = request.getfixturevalue("postgres")
     with fresh_database(server) as url:
         yield url
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A throwaway redis-server of this test's own (see ``tests/support/redis.py``)."""
+    with redis_server() as server:
+        yield server

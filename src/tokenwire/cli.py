@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: serve, chat, providers, keys, migrate."""
+"""The ``tokenwire`` command: serve, worker, chat, providers, keys, migrate."""
 
 from __future__ import annotations
 
@@ -40,7 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: config, 8000; 0 = any free)")
     serve.add_argument("--scripted", action="store_true", help="enable the scripted provider")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="run as a stateless gateway: turns run on `tokenwire worker`s meeting in this Redis",
+    )
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run turns taken from Redis (scale-out)")
+    _config_arg(worker)
+    worker.add_argument("--redis", metavar="URL", help="the Redis the gateways enqueue turns in")
+    worker.add_argument("--scripted", action="store_true", help="enable the scripted provider")
+    worker.add_argument("--concurrency", type=int, default=8, help="turns run at once (default: 8)")
+    worker.add_argument("--host", default="127.0.0.1", help="/healthz and /metrics address")
+    worker.add_argument("--port", type=int, default=8100, help="/healthz and /metrics port")
+    worker.add_argument("--name", help="this worker's consumer name (default: host-pid-random)")
+    worker.set_defaults(func=_worker)
 
     chat = sub.add_parser("chat", help="stream one answer to the terminal")
     _config_arg(chat)
@@ -88,10 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .server import create_app
 
-    overrides: dict[str, Any] = {}
-    if args.scripted:
-        overrides["scripted"] = True
-    settings = load_settings(args.config, **overrides)
+    settings = _settings(args)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     auth = Authenticator(settings.auth)
@@ -129,6 +141,35 @@ def _serve(args: argparse.Namespace) -> int:
             await super().shutdown(sockets)
 
     Server(config).run()
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.scripted:
+        overrides["scripted"] = True
+    settings = load_settings(args.config, **overrides)
+    if getattr(args, "redis", None):
+        settings = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"url": args.redis})}
+        )
+    return settings
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .cluster.worker import Worker, serve_worker
+
+    settings = _settings(args)
+    if not settings.redis.url:
+        print("tokenwire: a worker needs --redis URL (or [redis] url)", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    worker = Worker(settings, concurrency=args.concurrency, name=args.name)
+    asyncio.run(serve_worker(worker, host=args.host, port=args.port))
     return 0
 
 

@@ -221,6 +221,32 @@ class ContextSettings(_Section):
     summary_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class RedisSettings(_Section):
+    """Scale-out: gateways and workers meeting in Redis (empty ``url``: one process, in memory)."""
+
+    url: str = Field(default="", description="redis://host:6379/0; empty: embedded mode")
+    prefix: str = Field(
+        default="tw", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="key prefix of every key"
+    )
+    stream_maxlen: int = Field(
+        default=10_000, ge=100, description="approximate MAXLEN of each stream's Redis Stream"
+    )
+    op_timeout_s: float = Field(
+        default=2.0, gt=0, description="a Redis command slower than this counts as a failure"
+    )
+    worker_heartbeat_s: float = Field(
+        default=1.0, gt=0, description="a worker renews its claim on its turns this often"
+    )
+    worker_lease_s: float = Field(
+        default=5.0, gt=0, description="a worker silent this long loses its turns to another"
+    )
+    log_unavailable_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a turn whose events cannot be written this long is ended (log_unavailable)",
+    )
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {"local": LocalProviderSettings()}
 
@@ -255,6 +281,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     schemas: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named JSON Schemas a request can use by name"
     )

@@ -1,0 +1,40 @@
+"""Redis connections with bounded waits: a command that gets no answer fails after the
+configured timeout instead of hanging a turn or a reader forever."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..config import RedisSettings
+
+RedisClient: TypeAlias = Any
+"""A ``redis.asyncio.Redis`` client. Typed loosely on purpose: redis-py annotates replies as
+unions for every decoding mode, and these clients always answer raw ``bytes``."""
+
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a Redis that is down, restarting or paused raises."""
+
+__all__ = ["UNAVAILABLE", "RedisClient", "RedisError", "connect"]
+
+
+def connect(settings: RedisSettings, *, block_s: float = 0.0) -> RedisClient:
+    """A client of ``settings.url``. ``block_s``: the longest BLOCK this client's commands use
+    (a blocking read must not be mistaken for a dead server)."""
+    return Redis.from_url(
+        settings.url,
+        socket_timeout=settings.op_timeout_s + block_s,
+        socket_connect_timeout=settings.op_timeout_s,
+        health_check_interval=0,
+        retry_on_timeout=False,
+        # No silent retries inside the client: every caller has its own policy (fail fast
+        # with 503, retry with backoff, give up after log_unavailable_s).
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )

@@ -1,0 +1,418 @@
+"""The gateway: accepts turns, enqueues them for the workers, relays any turn's events.
+
+A gateway holds no state a client depends on: a turn's events, its owner and its signals are
+all in Redis, so a client that reconnects to another gateway resumes there. What it keeps is a
+local copy of the streams it is serving (:class:`~.reader.RedisLogReader`), which readers
+follow exactly as in embedded mode.
+
+Accepting a turn: the request is validated here (a bad request is a 4xx at once, never a
+queued job that fails later), its ``meta`` (tenant, route, disconnect policy) is written and
+the job added to the queue in one transaction; a Redis that cannot take it makes the request a
+503 with ``Retry-After`` at once. Stopping a turn: the ``cancel`` key (for a worker that has
+not picked the job yet) and a message on the control channel (for the one running it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..bus import UnknownStream
+from ..engine.request import Overloaded, RequestError, TurnRequest
+from ..protocol import Done, Error, Event, Reason, event_to_dict
+from .connection import UNAVAILABLE, connect
+from .ending import end_stream, lost_terminal
+from .keys import Keys
+from .reader import TAIL_BLOCK_MS, RedisLogReader
+from .scripts import ADOPT_LOST
+from .writer import RedisLogWriter
+
+if TYPE_CHECKING:
+    from ..engine import ActiveTurn, Engine, TurnHandle
+
+logger = logging.getLogger("tokenwire.cluster")
+
+RETRY_AFTER_S = 2.0
+"""What a client is told to wait when Redis cannot take a new turn."""
+
+
+class RemoteTurn:
+    """A turn running on some worker, as a :class:`~tokenwire.engine.engine.TurnControl`."""
+
+    def __init__(self, gateway: Gateway, stream_id: str, meta: dict[str, str]) -> None:
+        self._gateway = gateway
+        self.stream_id = stream_id
+        self._route = meta.get("route", "")
+        self._background = meta.get("background") == "1"
+        self._on_disconnect = meta.get("on_disconnect", "cancel")
+        self._readers = 0
+        self._grace: asyncio.TimerHandle | None = None
+
+    @property
+    def route(self) -> str:
+        return self._route
+
+    @property
+    def background(self) -> bool:
+        return self._background
+
+    @property
+    def terminal(self) -> Done | Error | None:
+        try:
+            terminal = self._gateway.reader.terminal(self.stream_id)
+        except UnknownStream:
+            return None
+        assert terminal is None or isinstance(terminal, Done | Error)
+        return terminal
+
+    @property
+    def done(self) -> bool:
+        return self.terminal is not None
+
+    def attach(self) -> None:
+        self._readers += 1
+        self._gateway.count_reader(self.stream_id, +1)
+
+    def detach(self, *, originator: bool) -> None:
+        self._readers = max(0, self._readers - 1)
+        self._gateway.count_reader(self.stream_id, -1)
+        if not originator or self._background or self.done:
+            return
+        if self._on_disconnect == "continue":
+            if self._grace is None:
+                grace_s = self._gateway.engine.settings.limits.disconnect_grace_s
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(grace_s, self._grace_expired)
+            return
+        self.stop(Reason.CLIENT_GONE)
+
+    def _grace_expired(self) -> None:
+        self._grace = None
+        if not self.done:
+            self._gateway.spawn(self._gateway.stop_if_unread(self.stream_id))
+
+    def stop(self, reason: Reason) -> bool:
+        if self.done:
+            return False
+        self._gateway.spawn(self._gateway.signal_cancel(self.stream_id, reason))
+        return True
+
+    async def wait(self) -> Done | Error:
+        follower = self._gateway.reader.follower(self.stream_id)
+        while not follower.finished:
+            follower.take()
+            if not follower.finished:
+                await follower.wait()
+        terminal = self.terminal
+        assert terminal is not None
+        return terminal
+
+
+class Gateway:
+    """The gateway role of an :class:`~tokenwire.engine.Engine` (``role="gateway"``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        settings = engine.settings
+        self.settings = settings.redis
+        self.keys = Keys(self.settings.prefix)
+        self.redis = connect(self.settings)
+        self._tail_redis = connect(self.settings, block_s=TAIL_BLOCK_MS / 1000)
+        limits = settings.limits
+        self.reader = RedisLogReader(
+            self.redis,
+            self._tail_redis,
+            self.settings,
+            retention_s=limits.stream_retention_s,
+            max_events=limits.max_stream_events,
+            max_finished=limits.max_retained_streams,
+            on_error=self._error,
+            on_lost=self._end_lost,
+            check_s=max(1.0, self.settings.worker_lease_s),
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writer: RedisLogWriter | None = None
+        self._adopt = self.redis.register_script(ADOPT_LOST)
+
+    async def open(self) -> None:
+        """Nothing must be reachable at start: a gateway started before Redis serves 503s
+        until it is, then recovers by itself."""
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, self.settings.op_timeout_s)
+        await self.reader.aclose()
+        if self._writer is not None:
+            await self._writer.aclose()
+        await self.redis.aclose()
+        await self._tail_redis.aclose()
+
+    async def _end_lost(self, stream_id: str, events: list[Event]) -> None:
+        """A turn Redis lost whole, job included (it restarted without its data): end it from
+        this gateway's copy of its events, so its readers get a terminal event that says so."""
+        token = f"gateway:{secrets.token_hex(8)}"
+        adopted = await self._adopt(
+            keys=[self.keys.run(stream_id), self.keys.meta(stream_id)], args=[token]
+        )
+        if not adopted:
+            return  # its worker is writing it again, or another gateway ended it
+        if self._writer is None:
+            limits = self.engine.settings.limits
+            self._writer = RedisLogWriter(
+                self.redis,
+                self.settings,
+                retention_s=limits.stream_retention_s,
+                max_events=limits.max_stream_events,
+                on_error=self._error,
+            )
+        logger.warning("stream %s: Redis lost this turn; ending it", stream_id)
+        terminal = lost_terminal(
+            stream_id,
+            events,
+            Reason.LOG_UNAVAILABLE,
+            "the event log lost this turn (Redis restarted without its data); send it again",
+        )
+        self._writer.claim(stream_id, token, written=0)
+        end_stream(self._writer, stream_id, events, terminal, rewrite=True)
+        await self._writer.flushed(stream_id)
+        self._writer.forget(stream_id)
+
+    def _error(self, op: str) -> None:
+        self.engine.metrics.redis_errors.labels(op).inc()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- accepting -------------------------------------------------------------------------
+
+    async def submit(
+        self, request: TurnRequest, *, tenant: str | None, idempotency_key: str | None
+    ) -> TurnHandle:
+        engine = self.engine
+        if engine._closing:
+            raise Overloaded("the server is shutting down", retry_after_s=5)
+        plan = engine._plan(request, tenant)  # every check a request can fail, here
+        if request.conversation_id is not None and engine.store is not None:
+            await self._check_conversation(request.conversation_id, tenant)
+        stream_id = plan.stream_id
+        body = request.model_dump(mode="json", exclude_none=True)
+        try:
+            if idempotency_key is not None:
+                joined = await self._idempotent(idempotency_key, tenant, body, stream_id)
+                if joined is not None:
+                    handle = await self.lookup(joined, tenant=tenant)
+                    handle.joined = True
+                    return handle
+            meta = {
+                "tenant": tenant or "",
+                "route": plan.route,
+                "background": "1" if plan.background else "0",
+                "on_disconnect": plan.on_disconnect,
+                "created_at": repr(time.time()),
+            }
+            job = {
+                b"stream_id": stream_id.encode(),
+                b"tenant": (tenant or "").encode(),
+                b"request": orjson.dumps(body),
+                b"meta": orjson.dumps(meta),
+            }
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.meta(stream_id), mapping=meta)
+                pipe.xadd(self.keys.jobs, job)
+                await pipe.execute()
+            await self.reader.track(stream_id)
+        except UNAVAILABLE as exc:
+            self._error("submit")
+            logger.warning("cannot accept a turn: Redis is unavailable (%r)", exc)
+            raise Overloaded(
+                "the event log (Redis) is unavailable; try again shortly",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        from ..engine import TurnHandle
+
+        return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
+
+    async def _check_conversation(self, conversation_id: str, tenant: str | None) -> None:
+        store = self.engine.store
+        assert store is not None
+        found = None
+        if len(conversation_id) <= 64:
+            found = await store.conversation_context(conversation_id, tenant=tenant, max_turns=0)
+        if found is None:
+            raise RequestError(
+                "conversation_not_found", f"no conversation {conversation_id!r}", status=404
+            )
+
+    async def _idempotent(
+        self, key: str, tenant: str | None, body: dict[str, Any], stream_id: str
+    ) -> str | None:
+        """The stream an earlier request with this key started (None: this one is the first;
+        the key now names ``stream_id``), cluster-wide, retries racing included."""
+        fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        value = f"{stream_id} {fingerprint}"
+        ttl = max(1, int(self.engine.settings.limits.stream_retention_s))
+        redis_key = self.keys.idempotency(tenant, key)
+        if await self.redis.set(redis_key, value, nx=True, ex=ttl):
+            return None
+        known = await self.redis.get(redis_key)
+        if known is None:
+            joined: str | None = await self._idempotent(key, tenant, body, stream_id)
+            return joined  # the key expired in between: this request is the first again
+        known_stream, _, known_fingerprint = bytes(known).decode().partition(" ")
+        if known_fingerprint != fingerprint:
+            raise RequestError(
+                "idempotency_conflict", "this Idempotency-Key was used with a different request"
+            )
+        return known_stream
+
+    # -- serving existing turns ------------------------------------------------------------
+
+    async def lookup(self, stream_id: str, *, tenant: str | None) -> TurnHandle:
+        from ..engine import TurnHandle
+
+        meta = await self._meta(stream_id, tenant)
+        try:
+            await self.reader.track(stream_id)
+        except UNAVAILABLE:
+            self._error("lookup")
+            raise Overloaded(
+                "the event log (Redis) is unavailable; try again shortly",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
+
+    async def _meta(self, stream_id: str, tenant: str | None) -> dict[str, str]:
+        try:
+            raw = await self.redis.hgetall(self.keys.meta(stream_id))
+        except UNAVAILABLE:
+            self._error("lookup")
+            raise Overloaded(
+                "the event log (Redis) is unavailable; try again shortly",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        if not meta or meta.get("tenant", "") != (tenant or ""):
+            raise UnknownStream(stream_id)
+        return meta
+
+    async def cancel(self, stream_id: str, reason: Reason, *, tenant: str | None) -> bool:
+        handle = await self.lookup(stream_id, tenant=tenant)
+        if handle.done:
+            return False
+        await self.signal_cancel(stream_id, reason)
+        return True
+
+    async def signal_cancel(self, stream_id: str, reason: Reason) -> None:
+        """Stop a turn wherever it runs: the key for a worker yet to pick it up, the message
+        for the one running it."""
+        ttl = max(1, int(self.engine.settings.limits.stream_retention_s))
+        message = orjson.dumps({"action": "cancel", "stream_id": stream_id, "reason": reason})
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.cancel(stream_id), reason.value, ex=ttl)
+                pipe.publish(self.keys.control, message)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            self._error("cancel")
+            logger.warning("stream %s: the cancel could not be sent (%r)", stream_id, exc)
+
+    def count_reader(self, stream_id: str, delta: int) -> None:
+        self.spawn(self._count_reader(stream_id, delta))
+
+    async def _count_reader(self, stream_id: str, delta: int) -> None:
+        key = self.keys.readers(stream_id)
+        with contextlib.suppress(*UNAVAILABLE):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, delta)
+                pipe.expire(key, max(60, int(self.engine.settings.limits.stream_retention_s)))
+                await pipe.execute()
+
+    async def stop_if_unread(self, stream_id: str) -> None:
+        """After an originator's grace period: stop the turn unless a reader follows it on
+        any gateway."""
+        try:
+            raw = await self.redis.get(self.keys.readers(stream_id))
+        except UNAVAILABLE:
+            return
+        if int(raw or 0) <= 0:
+            await self.signal_cancel(stream_id, Reason.CLIENT_GONE)
+
+    async def status(self, stream_id: str, *, tenant: str | None) -> dict[str, Any] | None:
+        """The live view, or None when Redis no longer holds the turn (the store may)."""
+        try:
+            meta = await self._meta(stream_id, tenant)
+        except UnknownStream:
+            return None
+        try:
+            last = await self.redis.xrevrange(self.keys.events(stream_id), count=1)
+        except UNAVAILABLE:
+            self._error("status")
+            raise Overloaded(
+                "the event log (Redis) is unavailable; try again shortly",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        from ..protocol import decode_event
+
+        event = decode_event(last[0][1][b"e"]) if last else None
+        if isinstance(event, Done | Error):
+            if isinstance(event, Done):
+                state = "incomplete" if event.partial else "completed"
+            else:
+                state = "failed"
+            return {
+                "stream_id": stream_id,
+                "state": state,
+                "routes": None,
+                "last_seq": event.seq,
+                "terminal": event_to_dict(event),
+            }
+        created_at = float(meta.get("created_at", "0") or 0)
+        return {
+            "stream_id": stream_id,
+            "state": "active",
+            "route": meta.get("route"),
+            "model": None,
+            "created_at": created_at,
+            "age_s": round(time.time() - created_at, 3),
+            "tokens": None,
+            "last_seq": event.seq if event is not None else 0,
+        }
+
+    async def active(self, *, tenant: str | None) -> list[ActiveTurn]:
+        from ..engine import ActiveTurn
+
+        try:
+            raw = await self.redis.hgetall(self.keys.active)
+        except UNAVAILABLE:
+            self._error("active")
+            raise Overloaded(
+                "the event log (Redis) is unavailable; try again shortly",
+                retry_after_s=RETRY_AFTER_S,
+            ) from None
+        now = time.time()
+        turns = []
+        for stream_id, value in raw.items():
+            info = orjson.loads(value)
+            if info.get("tenant") != (tenant or ""):
+                continue
+            turns.append(
+                ActiveTurn(
+                    stream_id=stream_id.decode(),
+                    route=info["route"],
+                    model=info.get("model"),
+                    age_s=round(now - info["created_at"], 3),
+                    tokens=0,
+                    last_seq=0,
+                )
+            )
+        return sorted(turns, key=lambda t: -t.age_s)

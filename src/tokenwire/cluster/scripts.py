@@ -1,0 +1,78 @@
+"""The Lua scripts that make a turn's writes safe: each runs atomically inside Redis.
+
+Fencing: a turn's ``run`` hash names the one worker allowed to write (``owner``, a token that
+changes with every claim). A worker that lost its claim (it stalled, and another worker took
+the turn over) finds another token there and writes nothing. ``head`` makes a write idempotent:
+events at or below it are skipped, so a batch retried after a lost reply is never doubled.
+"""
+
+from __future__ import annotations
+
+APPEND = """
+-- KEYS: events, run, meta. ARGV: token, maxlen, ttl_ms (0 while running), then seq, json pairs.
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if not owner then return -2 end
+if owner ~= ARGV[1] then return -1 end
+local head = tonumber(redis.call('HGET', KEYS[2], 'head') or '0')
+for i = 4, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > head then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[i + 1])
+    head = seq
+  end
+end
+redis.call('HSET', KEYS[2], 'head', head)
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return head
+"""
+"""Returns the new head; -1: another worker owns the turn; -2: the run is gone (Redis lost
+its data), and the owner may write it again from the start."""
+
+CLAIM = """
+-- KEYS: run. ARGV: token. Makes the caller the only writer; returns the head written so far.
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return tonumber(redis.call('HGET', KEYS[1], 'head') or '0')
+"""
+
+RESEED = """
+-- KEYS: run, events, meta. ARGV: token, then the meta's field, value pairs. After Redis lost
+-- the run: own it again, from an empty log, and put back what gateways need to serve it.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'head', 0)
+if #ARGV > 1 then redis.call('HSET', KEYS[3], unpack(ARGV, 2)) end
+return 1
+"""
+
+ADOPT_LOST = """
+-- KEYS: run, meta. ARGV: token. A turn Redis lost whole (no run, no meta: a restart without
+-- persistence) that nobody is rewriting: the caller becomes its writer, to end it.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'head', 0)
+return 1
+"""
+
+RENEW = """
+-- KEYS: jobs. ARGV: group, consumer, then job ids. Resets the idle time of the jobs this
+-- consumer still holds (XCLAIM alone would also take jobs another worker took over).
+local taken = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then return taken end
+for i = 3, #ARGV do
+  local found, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if found and pending[1] then
+    if pending[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      taken[#taken + 1] = ARGV[i]
+    end
+  end
+end
+return taken
+"""
+"""Returns the ids another worker holds now (it took them over). An id no longer pending at
+all (Redis lost the queue) is not taken: this worker keeps running the turn."""
