@@ -7,6 +7,7 @@ import pytest
 import tokenwire
 import tokenwire.auth
 import tokenwire.bus
+import tokenwire.cluster
 import tokenwire.engine
 import tokenwire.output
 import tokenwire.protocol
@@ -25,6 +26,7 @@ import tokenwire.testing
         tokenwire.providers,
         tokenwire.engine,
         tokenwire.bus,
+        tokenwire.cluster,
         tokenwire.server,
         tokenwire.output,
         tokenwire.router,

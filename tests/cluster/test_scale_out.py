@@ -5,10 +5,12 @@ worker dies, a client reconnects elsewhere, or a cancel arrives at another gatew
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 import httpx
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from tokenwire.protocol import Done, Event, Reason, SSEDecoder, TextDelta, TextDone, decode_event
@@ -271,3 +273,56 @@ async def test_a_provider_limit_holds_across_worker_processes(cluster: Cluster) 
             await reader_one.to_end()
     assert check_stream(first).reason is Reason.CANCELLED
     assert check_stream(second).answer == "b1 b2"
+
+
+@pytest.mark.parametrize("death", ["killed", "stopped"])
+async def test_the_clients_of_a_gateway_that_went_away_resume_on_another(
+    cluster: Cluster, death: str
+) -> None:
+    """SIGKILL (a crash) or SIGTERM (a rolling restart): either way the turn goes on, on its
+    worker; a gateway leaving is not its client leaving."""
+    gateway_a, gateway_b = await cluster.gateway("gateway-a"), await cluster.gateway("gateway-b")
+    await cluster.worker("worker-1")
+    tokens = [f"k{i} " for i in range(30)]
+    events: list[Event] = []
+    async with asyncio.timeout(GUARD_S):
+        async with client(gateway_a) as http_a:
+            body = {"prompt": "x", "script": {"tokens": tokens, "delay_ms": 60}}
+            async with http_a.stream("POST", "/v1/streams", json=body) as response:
+                stream_id = response.headers["x-tokenwire-stream-id"]
+                reader = Reader(response, events)
+                await reader.until_text()
+                if death == "killed":
+                    gateway_a.kill()
+                else:
+                    stopping = asyncio.ensure_future(gateway_a.terminate())
+                with contextlib.suppress(httpx.HTTPError):
+                    await reader.to_end()
+                if death == "stopped":
+                    await stopping
+        assert events and events[-1].type != "done"  # cut off mid-turn
+        # The client reconnects to the other gateway from the last event it has.
+        async with client(gateway_b) as http_b:
+            headers = {"Last-Event-ID": str(events[-1].seq)}
+            path = f"/v1/streams/{stream_id}/events"
+            async with http_b.stream("GET", path, headers=headers) as response:
+                assert response.status_code == 200
+                rest = await Reader(response).to_end()
+    done = check_stream(events + rest)  # no gap, no duplicate
+    assert done.reason is Reason.STOP and done.answer == "".join(tokens).strip()
+
+
+async def test_a_retried_post_joins_its_turn_whichever_gateway_it_reaches(cluster: Cluster) -> None:
+    gateway_a, gateway_b = await cluster.gateway("gateway-a"), await cluster.gateway("gateway-b")
+    await cluster.worker("worker-1")
+    body = {"prompt": "x", "script": {"tokens": ["one ", "turn"]}, "background": True}
+    headers = {"Idempotency-Key": "order-42"}
+    async with asyncio.timeout(GUARD_S), client(gateway_a) as http_a, client(gateway_b) as http_b:
+        first = await http_a.post("/v1/streams", json=body, headers=headers)
+        retry = await http_b.post("/v1/streams", json=body, headers=headers)
+        other = await http_b.post("/v1/streams", json={**body, "prompt": "y"}, headers=headers)
+        assert first.status_code == retry.status_code == 202
+        assert retry.json()["stream_id"] == first.json()["stream_id"] and retry.json()["joined"]
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_conflict"
+        events = await replay(gateway_b, first.json()["stream_id"])
+    assert check_stream(events).answer == "one turn"

@@ -83,6 +83,8 @@ class RemoteTurn:
     def detach(self, *, originator: bool) -> None:
         self._readers = max(0, self._readers - 1)
         self._gateway.count_reader(self.stream_id, -1)
+        if self._gateway.closing:
+            return  # this gateway is going away, not the client: it resumes on another one
         if not originator or self._background or self.done:
             return
         if self._on_disconnect == "continue":
@@ -138,6 +140,7 @@ class Gateway:
             check_s=max(1.0, self.settings.worker_lease_s),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
         self._writer: RedisLogWriter | None = None
         self._adopt = self.redis.register_script(ADOPT_LOST)
 
@@ -146,6 +149,7 @@ class Gateway:
         until it is, then recovers by itself."""
 
     async def aclose(self) -> None:
+        self.closing = True
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, self.settings.op_timeout_s)
