@@ -326,3 +326,23 @@ async def test_a_retried_post_joins_its_turn_whichever_gateway_it_reaches(cluste
         assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_conflict"
         events = await replay(gateway_b, first.json()["stream_id"])
     assert check_stream(events).answer == "one turn"
+
+
+async def test_an_ai_sdk_chat_reconnects_through_another_gateway(cluster: Cluster) -> None:
+    gateway_a, gateway_b = await cluster.gateway("gateway-a"), await cluster.gateway("gateway-b")
+    await cluster.worker("worker-1")
+    body = {
+        "id": "chat-7",
+        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        "script": HANG,
+    }
+    async with asyncio.timeout(GUARD_S), client(gateway_a) as http_a, client(gateway_b) as http_b:
+        async with http_a.stream("POST", "/v1/ai-sdk/chat", json=body) as started:
+            assert started.status_code == 200
+            stream_id = started.headers["x-tokenwire-stream-id"]
+            async with http_b.stream("GET", "/v1/ai-sdk/chat/chat-7/stream") as again:
+                assert again.status_code == 200
+                assert again.headers["x-tokenwire-stream-id"] == stream_id
+            assert (await http_b.post(f"/v1/streams/{stream_id}/cancel")).json()["cancelled"]
+        unknown = await http_b.get("/v1/ai-sdk/chat/another-chat/stream")
+        assert unknown.status_code == 204

@@ -330,6 +330,21 @@ class Gateway:
             self._error("cancel")
             logger.warning("stream %s: the cancel could not be sent (%r)", stream_id, exc)
 
+    async def remember(self, key: str, value: str) -> None:
+        ttl = max(1, int(self.engine.settings.limits.stream_retention_s))
+        try:
+            await self.redis.set(f"{self.keys.prefix}:kv:{key}", value, ex=ttl)
+        except UNAVAILABLE:
+            self._error("remember")
+
+    async def recall(self, key: str) -> str | None:
+        try:
+            value = await self.redis.get(f"{self.keys.prefix}:kv:{key}")
+        except UNAVAILABLE:
+            self._error("recall")
+            return None
+        return None if value is None else bytes(value).decode()
+
     def count_reader(self, stream_id: str, delta: int) -> None:
         self.spawn(self._count_reader(stream_id, delta))
 

@@ -234,6 +234,7 @@ class Engine:
         self._recent: OrderedDict[str, Turn] = OrderedDict()
         self._idempotent: OrderedDict[tuple[str | None, str], _Idempotent] = OrderedDict()
         self._turns: dict[str, Turn] = {}
+        self._remembered: OrderedDict[str, str] = OrderedDict()
         self._summarizing: dict[str, asyncio.Task[None]] = {}
         self._counters: dict[str, TokenCounter] = {}
         self.gateway: Gateway | None = None
@@ -469,6 +470,22 @@ class Engine:
         if self.gateway is not None:
             return await self.gateway.cancel(stream_id, reason, tenant=tenant)
         return self.cancel(stream_id, reason, tenant=tenant)
+
+    async def remember(self, key: str, value: str) -> None:
+        """Keep a small value (an endpoint's pointer to a stream) for as long as finished
+        streams are kept: in this process, or on a gateway in Redis, so every gateway sees it."""
+        if self.gateway is not None:
+            await self.gateway.remember(key, value)
+            return
+        self._remembered[key] = value
+        self._remembered.move_to_end(key)
+        self._trim(self._remembered)
+
+    async def recall(self, key: str) -> str | None:
+        """What :meth:`remember` kept under ``key`` (None: nothing, or it expired)."""
+        if self.gateway is not None:
+            return await self.gateway.recall(key)
+        return self._remembered.get(key)
 
     async def list_active(self, *, tenant: str | None = None) -> list[ActiveTurn]:
         """:meth:`active`, wherever the turns run: on a gateway, every worker's."""

@@ -17,8 +17,7 @@ policy (closing the connection stops the turn, reason ``client_gone``) are the s
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -68,9 +67,12 @@ class UIMessageStreamResponse(Response):
 def aisdk_routes(engine: Engine, auth: Authenticator) -> APIRouter:
     """The AI SDK endpoint, ready for ``include_router``."""
     router = APIRouter()
-    # (tenant, chat id) → (the chat's latest stream, its message id), for reconnects. In
-    # process memory, bounded like the finished streams whose events it points at.
-    latest: OrderedDict[tuple[str | None, str], tuple[str, str | None]] = OrderedDict()
+
+    def latest_key(tenant: str | None, chat_id: str) -> str:
+        # (tenant, chat id) → the chat's latest stream and its message id, for reconnects:
+        # kept by the engine as long as the streams it points at (across gateways in
+        # scale-out mode).
+        return "aisdk:" + orjson.dumps([tenant, chat_id]).decode()
 
     @router.post(CHAT_PATH, response_model=None)
     async def chat(request: Request) -> Response:
@@ -79,11 +81,8 @@ def aisdk_routes(engine: Engine, auth: Authenticator) -> APIRouter:
         turn = chat_turn(body)
         handle = await engine.submit(turn.request, tenant=who.tenant)
         if turn.chat_id is not None:
-            key = (who.tenant, turn.chat_id)
-            latest[key] = (handle.stream_id, turn.message_id)
-            latest.move_to_end(key)
-            while len(latest) > engine.settings.limits.max_retained_streams:
-                latest.popitem(last=False)
+            pointer = orjson.dumps([handle.stream_id, turn.message_id]).decode()
+            await engine.remember(latest_key(who.tenant, turn.chat_id), pointer)
         token = auth.issue_token(who, handle.stream_id)
         headers = {STREAM_TOKEN_HEADER: token} if token is not None else {}
         return ui_message_stream(
@@ -93,10 +92,10 @@ def aisdk_routes(engine: Engine, auth: Authenticator) -> APIRouter:
     @router.get(CHAT_PATH + "/{chat_id}/stream", response_model=None)
     async def reconnect(chat_id: str, request: Request) -> Response:
         tenant = principal(auth, request).tenant
-        found = latest.get((tenant, chat_id))
+        found = await engine.recall(latest_key(tenant, chat_id))
         if found is None:
             return Response(status_code=204)
-        stream_id, message_id = found
+        stream_id, message_id = orjson.loads(found)
         try:
             handle = await engine.lookup(stream_id, tenant=tenant)
         except UnknownStream:
