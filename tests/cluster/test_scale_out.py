@@ -17,7 +17,7 @@ from tokenwire.protocol import Done, Event, Reason, SSEDecoder, TextDelta, TextD
 
 from ..support.cluster import Cluster, Process, client
 
-GUARD_S = 60
+GUARD_S = 120
 
 
 async def read_events(response: httpx.Response, seen: list[Event] | None = None) -> list[Event]:
