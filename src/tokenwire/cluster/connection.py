@@ -21,8 +21,10 @@ unions for every decoding mode, and these clients always answer raw ``bytes``.""
 MAX_CONNECTIONS = 1000
 """Connections per client at most (each process has a few clients)."""
 
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-"""What a Redis that is down, restarting or paused raises."""
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisError, OSError)
+"""What a Redis that cannot do what is asked raises: down, restarting, paused, or refusing
+(an ``OOM`` reply under ``noeviction``, a replica that is read-only): all an outage to the
+caller, never a crash of the loop that met it."""
 
 __all__ = ["UNAVAILABLE", "RedisClient", "RedisError", "connect"]
 

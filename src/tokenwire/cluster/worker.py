@@ -209,9 +209,13 @@ class Worker:
                     block=READ_BLOCK_MS,
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                group_ready = False  # Redis lost the group (a restart without persistence)
+                if "NOGROUP" in str(exc):
+                    group_ready = False  # Redis lost the group (a restart without persistence)
+                    continue
+                self._error("consume")
+                failures += 1
+                logger.warning("worker %s: reading jobs failed: %r", self.name, exc)
+                await asyncio.sleep(backoff_delay(failures - 1, initial_s=0.05, max_s=1.0))
                 continue
             except UNAVAILABLE as exc:
                 self._error("consume")
@@ -234,6 +238,12 @@ class Worker:
         self._tasks.add(task)
 
         def finished(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                # Unacknowledged, so another worker (or this one) takes it over after the
+                # lease; the error is this process's to report.
+                logger.error(
+                    "stream %s: running its job failed", stream_id, exc_info=task.exception()
+                )
             self._tasks.discard(task)
             self._jobs.pop(stream_id, None)
             self._slot_free.set()
@@ -268,10 +278,8 @@ class Worker:
                     for entry_id, fields in cast(Any, claimed)[1]:
                         if fields:
                             self._take(entry_id, fields, takeover=True)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
             except UNAVAILABLE:
+                # NOGROUP included: the consumer loop creates the group again.
                 self._error("heartbeat")
 
     # -- one job ---------------------------------------------------------------------------
