@@ -346,3 +346,30 @@ async def test_an_ai_sdk_chat_reconnects_through_another_gateway(cluster: Cluste
             assert (await http_b.post(f"/v1/streams/{stream_id}/cancel")).json()["cancelled"]
         unknown = await http_b.get("/v1/ai-sdk/chat/another-chat/stream")
         assert unknown.status_code == 204
+
+
+async def test_a_provider_rate_limit_holds_across_worker_processes(cluster: Cluster) -> None:
+    # Two requests a minute for the whole cluster: a bucket of two, refilled one per 30 s.
+    cluster.config += '\n[providers.scripted]\nkind = "scripted"\nrpm = 2\n'
+    gateway = await cluster.gateway()
+    await cluster.worker("worker-1", concurrency=1)
+    await cluster.worker("worker-2", concurrency=1)
+    async with asyncio.timeout(GUARD_S), client(gateway) as http:
+        for n in range(2):  # one on each worker (each takes one turn at a time)
+            body = {"prompt": f"{n}", "script": {"tokens": ["ok"]}}
+            async with http.stream("POST", "/v1/streams", json=body) as response:
+                assert response.status_code == 200, await response.aread()
+                assert check_stream(await Reader(response).to_end()).answer == "ok"
+        body = {"prompt": "third", "script": {"tokens": ["late"]}}
+        async with http.stream("POST", "/v1/streams", json=body) as third:
+            reader = Reader(third)
+            await reader.until_started()  # a worker has it...
+            reading = asyncio.ensure_future(reader.to_end())
+            # ...and holds it back: the cluster's budget is spent (a bounded look: a request
+            # wrongly admitted shows its text within milliseconds).
+            done, _ = await asyncio.wait({reading}, timeout=1.5)
+            assert not done and not any(isinstance(e, TextDelta) for e in reader.events)
+            stream_id = third.headers["x-tokenwire-stream-id"]
+            assert (await http.post(f"/v1/streams/{stream_id}/cancel")).json()["cancelled"]
+            ended = check_stream(await reading)
+    assert ended.reason is Reason.CANCELLED and ended.answer == ""
