@@ -65,7 +65,7 @@ async def test_a_worker_killed_mid_run_loses_no_turn(cluster: Cluster) -> None:
     scripts = [
         {"tokens": tokens, "delay_ms": 150}
         if n % 2 == 0
-        else {"tokens": tokens, "delay_ms": 5, "first_delay_ms": 8000}
+        else {"tokens": tokens, "delay_ms": 5, "first_delay_ms": 12_000}
         for n in range(n_turns)
     ]
     seen: list[list[Event]] = [[] for _ in range(n_turns)]
@@ -129,7 +129,9 @@ async def test_a_worker_killed_mid_run_loses_no_turn(cluster: Cluster) -> None:
             assert done.reason in (Reason.STOP, Reason.WORKER_LOST)
         else:
             assert done.reason is Reason.STOP and done.answer == "".join(tokens).strip()
-    assert reasons["stop"] > n_turns // 2
+    # Nothing but the victim's turns that had shown text was cut short.
+    assert reasons["worker_lost"] <= len(lost_with_text) + len(lost_without)
+    assert reasons["stop"] + reasons["worker_lost"] == n_turns
     # A re-run turn reads as one stream (checked above); and at least one was re-run.
     rerun = [n for n in range(n_turns) if stream_ids[n] in lost_without and n % 2]
     assert any(check_stream(seen[n]).reason is Reason.STOP for n in rerun)
