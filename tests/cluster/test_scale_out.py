@@ -13,7 +13,16 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tokenwire.protocol import Done, Event, Reason, SSEDecoder, TextDelta, TextDone, decode_event
+from tokenwire.protocol import (
+    Done,
+    Error,
+    Event,
+    Reason,
+    SSEDecoder,
+    TextDelta,
+    TextDone,
+    decode_event,
+)
 
 from ..support.cluster import Cluster, Process, client
 
@@ -375,3 +384,28 @@ async def test_a_provider_rate_limit_holds_across_worker_processes(cluster: Clus
             assert (await http.post(f"/v1/streams/{stream_id}/cancel")).json()["cancelled"]
             ended = check_stream(await reading)
     assert ended.reason is Reason.CANCELLED and ended.answer == ""
+
+
+async def test_a_turn_that_keeps_losing_its_workers_is_not_run_again(cluster: Cluster) -> None:
+    gateway = await cluster.gateway()
+    async with asyncio.timeout(GUARD_S), client(gateway) as http:
+        body = {"prompt": "x", "script": {"tokens": ["never"]}, "background": True}
+        stream_id = (await http.post("/v1/streams", json=body)).json()["stream_id"]
+        # Four workers took the job and died before showing anything (a ghost consumer
+        # stands for them: each hand-over counts a delivery).
+        store = aioredis.from_url(cluster.redis.url)
+        with contextlib.suppress(Exception):
+            await store.xgroup_create("tw:jobs", "workers", id="0", mkstream=True)
+        (_key, [(entry_id, _fields)]), *_ = await store.xreadgroup(
+            "workers", "ghost", {"tw:jobs": ">"}, count=1
+        )
+        for _ in range(3):
+            await store.xclaim("tw:jobs", "workers", "ghost", 0, [entry_id])
+        await store.aclose()
+        worker = await cluster.worker("worker-1")
+        events = await replay(gateway, stream_id)
+    error = events[-1]
+    assert [e.type for e in events] == ["start", "error"]
+    assert isinstance(error, Error) and error.code == "worker_lost" and not error.retryable
+    assert await metric(worker, 'tokenwire_worker_takeovers_total{outcome="given_up"}') == 1
+    assert await metric(worker, "tokenwire_provider_attempts_total") == 0

@@ -57,6 +57,9 @@ from .writer import RedisLogWriter
 logger = logging.getLogger("tokenwire.cluster")
 
 READ_BLOCK_MS = 1000
+MAX_DELIVERIES = 4
+"""A job handed to this many workers, each lost while it ran nothing visible, is ended with an
+``error`` instead of a fifth try: a turn that kills its workers must not kill them all."""
 
 
 @dataclass(slots=True)
@@ -293,6 +296,7 @@ class Worker:
         keys = self.keys
         token = f"{self.name}:{secrets.token_hex(6)}"
         try:
+            deliveries = await self._deliveries(entry_id) if takeover else 1
             written = int(await self._claim(keys=[keys.run(stream_id)], args=[token]))
             events: list[Event] = []
             if written:
@@ -313,6 +317,15 @@ class Worker:
             if shown(events):
                 self.engine.metrics.takeovers.labels("worker_lost").inc()
                 await self._end_lost(stream_id, events, request, tenant)
+            elif deliveries > MAX_DELIVERIES:
+                # Every worker that ran it was lost: the turn itself is the likely cause (a
+                # crash, a model that runs out of memory). Running it again would lose the
+                # next worker too.
+                self.engine.metrics.takeovers.labels("given_up").inc()
+                logger.error("stream %s: lost %d workers; not run again", stream_id, deliveries - 1)
+                message = f"the turn was lost with {deliveries - 1} workers; it is not run again"
+                error = Error(code=Reason.WORKER_LOST.value, message=message, retryable=False)
+                end_stream(self.writer, stream_id, events, error)
             else:
                 if takeover:
                     self.engine.metrics.takeovers.labels("rerun").inc()
@@ -322,6 +335,13 @@ class Worker:
         finally:
             self.writer.forget(stream_id)
             self._fenced.discard(stream_id)
+
+    async def _deliveries(self, entry_id: bytes) -> int:
+        """How many times the job was handed to a worker (this hand-over included)."""
+        pending = await self.redis.xpending_range(
+            self.keys.jobs, self.keys.group, min=entry_id, max=entry_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 1
 
     async def _run_turn(
         self,

@@ -114,7 +114,8 @@ class EngineMetrics:
         self.takeovers = Counter(
             "tokenwire_worker_takeovers_total",
             "Scale-out: turns of a lost worker taken over, by outcome (rerun, worker_lost, "
-            "finished: the lost worker had written the end already).",
+            "finished: the lost worker had written the end already, given_up: the turn had "
+            "lost too many workers to run again).",
             ["outcome"],
             registry=self.registry,
         )
