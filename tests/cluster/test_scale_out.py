@@ -409,3 +409,29 @@ async def test_a_turn_that_keeps_losing_its_workers_is_not_run_again(cluster: Cl
     assert isinstance(error, Error) and error.code == "worker_lost" and not error.retryable
     assert await metric(worker, 'tokenwire_worker_takeovers_total{outcome="given_up"}') == 1
     assert await metric(worker, "tokenwire_provider_attempts_total") == 0
+
+
+async def test_the_active_turn_limit_holds_for_the_whole_cluster(cluster: Cluster) -> None:
+    cluster.config += "\n[limits]\nmax_active_turns = 2\n"
+    gateway_a, gateway_b = await cluster.gateway("gateway-a"), await cluster.gateway("gateway-b")
+    body = {"prompt": "x", "script": {"tokens": ["ok"]}, "background": True}
+    async with asyncio.timeout(GUARD_S), client(gateway_a) as http_a, client(gateway_b) as http_b:
+        # No worker yet: the turns wait in the queue, and count against the limit.
+        first = await http_a.post("/v1/streams", json=body)
+        second = await http_b.post("/v1/streams", json=body)
+        assert first.status_code == second.status_code == 202
+        keyed = {"Idempotency-Key": "k1"}
+        refused = await http_a.post("/v1/streams", json=body, headers=keyed)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+        assert float(refused.headers["retry-after"]) > 0
+        await cluster.worker("worker-1")
+        for queued in (first, second):
+            assert check_stream(await replay(gateway_b, queued.json()["stream_id"])).answer == "ok"
+        # Room again (a job leaves the queue just after its `done`: a few tries at most); the
+        # refused request's key did not stick, so the retry starts the turn.
+        for _ in range(100):
+            again = await http_b.post("/v1/streams", json=body, headers=keyed)
+            if again.status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+        assert again.status_code == 202 and not again.json()["joined"]

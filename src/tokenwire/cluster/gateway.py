@@ -31,7 +31,7 @@ from .connection import UNAVAILABLE, connect
 from .ending import end_stream, lost_terminal
 from .keys import Keys
 from .reader import TAIL_BLOCK_MS, RedisLogReader
-from .scripts import ADOPT_LOST
+from .scripts import ADOPT_LOST, ENQUEUE
 from .writer import RedisLogWriter
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class Gateway:
         self.closing = False
         self._writer: RedisLogWriter | None = None
         self._adopt = self.redis.register_script(ADOPT_LOST)
+        self._enqueue = self.redis.register_script(ENQUEUE)
 
     async def open(self) -> None:
         """Nothing must be reachable at start: a gateway started before Redis serves 503s
@@ -230,10 +231,22 @@ class Gateway:
                 b"request": orjson.dumps(body),
                 b"meta": orjson.dumps(meta),
             }
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.meta(stream_id), mapping=meta)
-                pipe.xadd(self.keys.jobs, job)
-                await pipe.execute()
+            limit = engine.settings.limits.max_active_turns
+            queued = await self._enqueue(
+                keys=[self.keys.jobs, self.keys.meta(stream_id)],
+                args=[
+                    limit,
+                    *(item for pair in job.items() for item in pair),
+                    "--",
+                    *(item for pair in meta.items() for item in pair),
+                ],
+            )
+            if not queued:
+                engine.metrics.rejected.labels("overloaded").inc()
+                if idempotency_key is not None:
+                    # Refused, not started: a retry with this key must be able to start it.
+                    await self.redis.delete(self.keys.idempotency(tenant, idempotency_key))
+                raise Overloaded(f"{limit} turns queued or running in the cluster; the limit")
             await self.reader.track(stream_id)
         except UNAVAILABLE as exc:
             self._error("submit")

@@ -76,3 +76,19 @@ return taken
 """
 """Returns the ids another worker holds now (it took them over). An id no longer pending at
 all (Redis lost the queue) is not taken: this worker keeps running the turn."""
+
+ENQUEUE = """
+-- KEYS: jobs, meta. ARGV: limit, then the job's field, value pairs, then '--', then the meta's.
+-- Admission and enqueueing in one step: the turns queued or running in the whole cluster (the
+-- queue's entries: a job is deleted once acknowledged) stay under limits.max_active_turns.
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local job, meta, target = {}, {}, nil
+target = job
+for i = 2, #ARGV do
+  if ARGV[i] == '--' then target = meta else target[#target + 1] = ARGV[i] end
+end
+redis.call('HSET', KEYS[2], unpack(meta))
+redis.call('XADD', KEYS[1], '*', unpack(job))
+return 1
+"""
+"""Returns 1 (queued) or 0 (the cluster is full: answer 503)."""
