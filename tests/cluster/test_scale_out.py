@@ -23,6 +23,7 @@ from tokenwire.protocol import (
     TextDone,
     decode_event,
 )
+from tokenwire.store import Store
 
 from ..support.cluster import Cluster, Process, client
 
@@ -435,3 +436,42 @@ async def test_the_active_turn_limit_holds_for_the_whole_cluster(cluster: Cluste
                 break
             await asyncio.sleep(0.05)
         assert again.status_code == 202 and not again.json()["joined"]
+
+
+async def test_records_of_a_turn_taken_over_are_written_once(
+    cluster: Cluster, database_url: str
+) -> None:
+    """With a shared store: the record of a turn re-run after its worker died is the re-run's,
+    and a turn ended for a lost worker is recorded ``worker_lost``."""
+    cluster.store_url = database_url
+    gateway = await cluster.gateway()
+    first = await cluster.worker("worker-1", concurrency=10)
+    async with asyncio.timeout(GUARD_S), client(gateway) as http:
+        shown_body = {"prompt": "a", "script": {"tokens": ["x "] * 50, "delay_ms": 100}}
+        quiet_body = {"prompt": "b", "script": {"tokens": ["y"], "first_delay_ms": 60_000}}
+        async with (
+            http.stream("POST", "/v1/streams", json=shown_body) as shown_response,
+            http.stream("POST", "/v1/streams", json=quiet_body) as quiet_response,
+        ):
+            shown_reader, quiet_reader = Reader(shown_response), Reader(quiet_response)
+            await shown_reader.until_text()
+            await quiet_reader.until_started()
+            first.kill()
+            await cluster.worker("worker-2", concurrency=10)
+            shown_done = check_stream(await shown_reader.to_end())
+            quiet_id = quiet_response.headers["x-tokenwire-stream-id"]
+            # The re-run waits its full first delay again: cancel it rather than wait.
+            assert (await http.post(f"/v1/streams/{quiet_id}/cancel")).json()["cancelled"]
+            quiet_done = check_stream(await quiet_reader.to_end())
+    assert shown_done.reason is Reason.WORKER_LOST and quiet_done.reason is Reason.CANCELLED
+    store = Store(database_url)
+    await store.open()
+    try:
+        shown_record = await store.get_turn(shown_done.stream_id)
+        quiet_record = await store.get_turn(quiet_done.stream_id)
+    finally:
+        await store.aclose()
+    assert shown_record is not None and quiet_record is not None
+    assert shown_record["reason"] == "worker_lost" and shown_record["partial"]
+    assert shown_record["answer"] == shown_done.answer
+    assert quiet_record["reason"] == "cancelled"

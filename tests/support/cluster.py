@@ -78,6 +78,8 @@ class Cluster:
     redis: RedisServer
     directory: Path
     config: str = BASE_CONFIG
+    store_url: str = ""
+    """The store every process shares ("" = none)."""
     processes: list[Process] = field(default_factory=list)
 
     @property
@@ -93,7 +95,7 @@ class Cluster:
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "TOKENWIRE_STORE__URL": "",
+            "TOKENWIRE_STORE__URL": self.store_url,
             "TOKENWIRE_REDIS__URL": self.redis.url,
         }
         with log.open("wb") as stderr:
