@@ -190,6 +190,14 @@ class Gateway:
         await self._writer.flushed(stream_id)
         self._writer.forget(stream_id)
 
+    def _unavailable(self, op: str) -> Overloaded:
+        """What a request that needs Redis gets when Redis cannot answer: 503, Retry-After."""
+        self._error(op)
+        logger.warning("%s: Redis is unavailable; answering 503", op)
+        return Overloaded(
+            "the event log (Redis) is unavailable; try again shortly", retry_after_s=RETRY_AFTER_S
+        )
+
     def _error(self, op: str) -> None:
         self.engine.metrics.redis_errors.labels(op).inc()
 
@@ -248,13 +256,8 @@ class Gateway:
                     await self.redis.delete(self.keys.idempotency(tenant, idempotency_key))
                 raise Overloaded(f"{limit} turns queued or running in the cluster; the limit")
             await self.reader.track(stream_id)
-        except UNAVAILABLE as exc:
-            self._error("submit")
-            logger.warning("cannot accept a turn: Redis is unavailable (%r)", exc)
-            raise Overloaded(
-                "the event log (Redis) is unavailable; try again shortly",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+        except UNAVAILABLE:
+            raise self._unavailable("submit") from None
         from ..engine import TurnHandle
 
         return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
@@ -301,22 +304,14 @@ class Gateway:
         try:
             await self.reader.track(stream_id)
         except UNAVAILABLE:
-            self._error("lookup")
-            raise Overloaded(
-                "the event log (Redis) is unavailable; try again shortly",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unavailable("lookup") from None
         return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
 
     async def _meta(self, stream_id: str, tenant: str | None) -> dict[str, str]:
         try:
             raw = await self.redis.hgetall(self.keys.meta(stream_id))
         except UNAVAILABLE:
-            self._error("lookup")
-            raise Overloaded(
-                "the event log (Redis) is unavailable; try again shortly",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unavailable("lookup") from None
         meta = {k.decode(): v.decode() for k, v in raw.items()}
         if not meta or meta.get("tenant", "") != (tenant or ""):
             raise UnknownStream(stream_id)
@@ -388,11 +383,7 @@ class Gateway:
         try:
             last = await self.redis.xrevrange(self.keys.events(stream_id), count=1)
         except UNAVAILABLE:
-            self._error("status")
-            raise Overloaded(
-                "the event log (Redis) is unavailable; try again shortly",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unavailable("status") from None
         from ..protocol import decode_event
 
         event = decode_event(last[0][1][b"e"]) if last else None
@@ -426,11 +417,7 @@ class Gateway:
         try:
             raw = await self.redis.hgetall(self.keys.active)
         except UNAVAILABLE:
-            self._error("active")
-            raise Overloaded(
-                "the event log (Redis) is unavailable; try again shortly",
-                retry_after_s=RETRY_AFTER_S,
-            ) from None
+            raise self._unavailable("active") from None
         now = time.time()
         turns = []
         for stream_id, value in raw.items():

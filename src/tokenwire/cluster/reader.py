@@ -24,12 +24,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-from ..bus import MemoryEventLog, MemoryFollower, UnknownStream
+from ..bus import MemoryEventLog, UnknownStream
 from ..config import RedisSettings
 from ..protocol import Event, decode_event, is_terminal
 from ..protocol.retry import backoff_delay
 from .connection import UNAVAILABLE, RedisClient
 from .keys import Keys
+from .local_copy import LocalCopy
 
 logger = logging.getLogger("tokenwire.cluster")
 
@@ -42,7 +43,7 @@ def _seq(entry_id: bytes | str) -> int:
     return int(raw.partition("-")[0])
 
 
-class RedisLogReader:
+class RedisLogReader(LocalCopy):
     """The :class:`~tokenwire.bus.EventLog` of a gateway (read side only)."""
 
     def __init__(
@@ -77,23 +78,14 @@ class RedisLogReader:
 
     # -- EventLog (read side) ----------------------------------------------------------------
 
+    # The write side exists for the EventLog contract only: a gateway's engine never starts a
+    # turn (it enqueues it), so a call here is a bug, and it fails loudly.
+
     def open(self, stream_id: str) -> None:
-        raise NotImplementedError("a gateway does not run turns")
+        raise RuntimeError("a gateway does not run turns: its event log is read-only")
 
     def append(self, stream_id: str, event: Event) -> None:
-        raise NotImplementedError("a gateway does not run turns")
-
-    def terminal(self, stream_id: str) -> Event | None:
-        return self.local.terminal(stream_id)
-
-    def head(self, stream_id: str) -> int:
-        return self.local.head(stream_id)
-
-    def follower(self, stream_id: str, after_seq: int = 0) -> MemoryFollower:
-        return self.local.follower(stream_id, after_seq)
-
-    def __contains__(self, stream_id: object) -> bool:
-        return stream_id in self.local
+        raise RuntimeError("a gateway does not run turns: its event log is read-only")
 
     # -- following Redis -------------------------------------------------------------------
 

@@ -22,12 +22,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..bus import MemoryEventLog, MemoryFollower
+from ..bus import MemoryEventLog
 from ..config import RedisSettings
 from ..protocol import Event, Reason, encode_event, is_terminal
 from ..protocol.retry import backoff_delay
 from .connection import UNAVAILABLE, RedisClient
 from .keys import Keys
+from .local_copy import LocalCopy
 from .scripts import APPEND, RESEED
 
 logger = logging.getLogger("tokenwire.cluster")
@@ -52,7 +53,7 @@ class _Stream:
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
 
 
-class RedisLogWriter:
+class RedisLogWriter(LocalCopy):
     """The :class:`~tokenwire.bus.EventLog` of a worker. :meth:`claim` a stream (with the
     fencing token the worker holds for it) before opening it."""
 
@@ -126,15 +127,6 @@ class RedisLogWriter:
         self._wake.set()
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-
-    def terminal(self, stream_id: str) -> Event | None:
-        return self.local.terminal(stream_id)
-
-    def head(self, stream_id: str) -> int:
-        return self.local.head(stream_id)
-
-    def follower(self, stream_id: str, after_seq: int = 0) -> MemoryFollower:
-        return self.local.follower(stream_id, after_seq)
 
     # -- durability ------------------------------------------------------------------------
 
