@@ -1,0 +1,5 @@
+"""A module without tools."""
+
+
+def helper() -> None:
+    pass
