@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -11,7 +12,7 @@ from tests.support.chunks import collect, raises
 from tests.support.server import free_port
 from tests.support.upstream import Behavior, FakeUpstream, ToolCall
 from tokenwire.config import AnthropicProviderSettings
-from tokenwire.providers.anthropic import AnthropicProvider
+from tokenwire.providers.anthropic import AnthropicProvider, messages
 from tokenwire.providers.base import (
     Begin,
     Finish,
@@ -20,6 +21,8 @@ from tokenwire.providers.base import (
     Provider,
     TextChunk,
     ToolCallChunk,
+    ToolCallRequest,
+    ToolSpec,
     UsageChunk,
 )
 
@@ -272,3 +275,154 @@ async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> Non
     assert not (await provider.check()).reachable
     refused = make_provider(base_url=f"http://127.0.0.1:{free_port()}")
     assert not (await refused.check()).reachable
+
+
+TOOLS = (
+    ToolSpec(
+        "get_weather",
+        "The weather in a city.",
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    ),
+    ToolSpec("current_time", "The current time.", {"type": "object", "properties": {}}),
+)
+
+
+async def test_tool_use_blocks_assemble_from_input_json_deltas(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    # As Anthropic streams them: the first input_json_delta is often empty, the JSON then comes
+    # in small pieces; a call without arguments may stream no JSON at all.
+    calls = [
+        ToolCall(
+            name="get_weather",
+            arguments=["", '{"ci', 'ty": "', "Os", 'lo"', "}"],
+            call_id="toolu_01Wx",
+        ),
+        ToolCall(name="current_time", arguments=[""], call_id="toolu_02Tm"),
+        ToolCall(name="current_time", arguments=[], call_id="toolu_03Tm"),
+    ]
+    upstream.push(Behavior(tokens=["Checking", "."], tool_calls=calls, output_tokens=30))
+    chunks = await collect(make_provider().stream(REQUEST))
+    assert chunks[:3] == [Begin(), TextChunk("Checking"), TextChunk(".")]
+    calls_seen: dict[int, list[str]] = {}
+    for c in chunks:
+        if isinstance(c, ToolCallChunk):
+            entry = calls_seen.setdefault(c.index, [c.call_id or "", c.name or "", ""])
+            entry[2] += c.arguments_delta
+    assert calls_seen == {
+        0: ["toolu_01Wx", "get_weather", '{"city": "Oslo"}'],
+        1: ["toolu_02Tm", "current_time", "{}"],  # no JSON streamed: {}
+        2: ["toolu_03Tm", "current_time", "{}"],
+    }
+    assert chunks[-2:] == [UsageChunk(5, 30), Finish("tool_calls")]
+
+
+async def test_tools_tool_use_and_tool_results_in_the_request(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    provider = make_provider()
+    question = Message("user", "Weather in Oslo, and the time?")
+    first = GenerationRequest(
+        messages=(Message("system", "be brief"), question),
+        max_tokens=64,
+        tools=TOOLS,
+        tool_choice="required",
+    )
+    await collect(provider.stream(first))
+    follow_up = GenerationRequest(
+        messages=(
+            Message("system", "be brief"),
+            question,
+            Message(
+                "assistant",
+                "Let me look.",
+                tool_calls=(
+                    ToolCallRequest("toolu_01Wx", "get_weather", '{"city": "Oslo"}'),
+                    ToolCallRequest("toolu_02Tm", "current_time", "not json"),
+                ),
+            ),
+            Message("tool", '{"temp_c": 4}', tool_call_id="toolu_01Wx", name="get_weather"),
+            Message("tool", "12:00", tool_call_id="toolu_02Tm", name="current_time"),
+            Message("user", "Thanks, and in Celsius?"),
+        ),
+        max_tokens=64,
+        tools=TOOLS,
+        step=2,
+    )
+    await collect(provider.stream(follow_up))
+    await collect(provider.stream(REQUEST))
+    asked, answered, plain = (r.json for r in upstream.requests)
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "input_schema": TOOLS[0].parameters,
+        },
+        {
+            "name": "current_time",
+            "description": "The current time.",
+            "input_schema": {"type": "object", "properties": {}},
+        },
+    ]
+    assert (asked["tools"], asked["tool_choice"]) == (tools, {"type": "any"})
+    assert (answered["tools"], answered["tool_choice"]) == (tools, {"type": "auto"})
+    assert asked["messages"] == [{"role": "user", "content": "Weather in Oslo, and the time?"}]
+    assert answered["messages"] == [
+        {"role": "user", "content": "Weather in Oslo, and the time?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01Wx",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
+                # Arguments that are not a JSON object go as an empty input.
+                {"type": "tool_use", "id": "toolu_02Tm", "name": "current_time", "input": {}},
+            ],
+        },
+        {
+            # Both results and the next question: one user turn, the results first.
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01Wx", "content": '{"temp_c": 4}'},
+                {"type": "tool_result", "tool_use_id": "toolu_02Tm", "content": "12:00"},
+                {"type": "text", "text": "Thanks, and in Celsius?"},
+            ],
+        },
+    ]
+    roles = [m["role"] for m in answered["messages"]]
+    assert all(a != b for a, b in itertools.pairwise(roles))
+    assert "tools" not in plain and "tool_choice" not in plain
+
+
+def test_adjacent_messages_of_one_role_merge() -> None:
+    sent = messages(
+        [
+            Message("user", "one"),
+            Message("system", "ignored here"),
+            Message("user", "two"),
+            Message("assistant", "", tool_calls=(ToolCallRequest("t1", "current_time", "[1]"),)),
+            Message("assistant", "after"),
+            Message("tool", "noon", tool_call_id="t1", name="current_time"),
+        ]
+    )
+    assert sent == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "t1", "name": "current_time", "input": {}},
+                {"type": "text", "text": "after"},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "noon"}],
+        },
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -23,6 +23,9 @@ from tokenwire.providers.base import (
     ProviderChunk,
     ProviderError,
     TextChunk,
+    ToolCallChunk,
+    ToolCallRequest,
+    ToolSpec,
     UsageChunk,
 )
 from tokenwire.providers.local import LocalProvider, TurnRecord
@@ -266,3 +269,90 @@ async def test_an_extraction_call_is_grammar_constrained_json(provider: LocalPro
     assert data["sentiment"] in ("positive", "negative", "neutral")
     assert isinstance(data["topic"], str) and len(data["topic"]) <= 30
     assert isinstance(chunks[-1], Finish)
+
+
+CLOCK = ToolSpec(
+    "current_time",
+    "Returns the current date and time in a timezone.",
+    {
+        "type": "object",
+        "properties": {
+            "timezone": {"type": "string", "description": "an IANA name such as UTC"},
+            "format": {"enum": ["12h", "24h"]},
+        },
+        "required": ["timezone"],
+    },
+)
+TIME_QUESTION = Message("user", "What time is it in UTC?")
+
+
+def with_tools(
+    *messages: Message, choice: Literal["auto", "required"] = "auto", max_tokens: int = 24
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        tools=(CLOCK,),
+        tool_choice=choice,
+    )
+
+
+async def test_a_required_tool_call_is_json_valid_for_the_tools_parameters(
+    provider: LocalProvider,
+) -> None:
+    import json
+
+    import jsonschema
+
+    request = with_tools(TIME_QUESTION, choice="required")
+    chunks = await asyncio.wait_for(collect(provider.stream(request)), GUARD_S)
+    assert chunks[0] == Begin() and chunks[-1] == Finish("tool_calls")
+    call, usage = chunks[1], chunks[2]
+    assert len(chunks) == 4 and isinstance(call, ToolCallChunk) and isinstance(usage, UsageChunk)
+    assert (call.index, call.name) == (0, "current_time")
+    assert call.call_id is not None and call.call_id.startswith("call_")
+    arguments = json.loads(call.arguments_delta)
+    jsonschema.validate(arguments, CLOCK.parameters)
+    turn = record_of(provider, request)
+    assert turn.phase == "decision" and turn.decision is not None
+    assert json.loads(turn.decision) == {"tool": "current_time", "arguments": arguments}
+    # The decision's tokens and prompt are the call's usage.
+    assert (usage.input_tokens, usage.output_tokens) == (turn.input_tokens, turn.tokens)
+    assert turn.tokens >= 10  # {"tool": "current_time", "arguments": {...}} is no fewer
+
+
+async def test_a_tool_result_is_answered_in_text(provider: LocalProvider) -> None:
+    call = ToolCallRequest("call_1", "current_time", '{"timezone": "UTC"}')
+    request = with_tools(
+        TIME_QUESTION,
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", '{"time": "14:05", "timezone": "UTC"}', tool_call_id="call_1"),
+    )
+    chunks = await asyncio.wait_for(collect(provider.stream(request)), GUARD_S)
+    assert chunks[0] == Begin() and chunks[-1] in (Finish("stop"), Finish("length"))
+    assert not any(isinstance(c, ToolCallChunk) for c in chunks)
+    answer = "".join(c.text for c in chunks if isinstance(c, TextChunk))
+    assert "14:05" in answer  # it read the result
+    turn = record_of(provider, request)
+    # One stream, two generations: the decision ("none", or a repeat of the answered call,
+    # which counts as none), then the answer.
+    assert turn.decision is not None and turn.phase == "answer"
+    assert turn.input_tokens > turn.prompt_tokens
+
+
+async def test_closing_the_stream_during_the_tool_decision_stops_the_model(
+    provider: LocalProvider,
+) -> None:
+    request = with_tools(TIME_QUESTION, choice="required")
+    stream = provider.stream(request)
+    assert await asyncio.wait_for(anext(stream), GUARD_S) == Begin()
+    await stream.aclose()  # the worker is evaluating the prompt, or writing the JSON
+    turn = record_of(provider, request)
+    await wait_ended(turn)
+    assert turn.tokens_at_cancel is not None and turn.phase_at_cancel == "decision"
+    assert turn.tokens - turn.tokens_at_cancel <= 1
+    assert turn.decision is None  # it never finished the decision, let alone the answer
+    after = await asyncio.wait_for(collect(provider.stream(ask(TIPS, max_tokens=3))), GUARD_S)
+    assert after[-1] == Finish("length")
+    assert_idle(provider)

@@ -17,8 +17,11 @@ from tokenwire.providers.base import (
     GenerationRequest,
     Message,
     Provider,
+    ProviderChunk,
     TextChunk,
     ToolCallChunk,
+    ToolCallRequest,
+    ToolSpec,
     UsageChunk,
 )
 from tokenwire.providers.openai import OpenAIProvider, error_for_status, parse_retry_after
@@ -300,3 +303,148 @@ async def test_an_extraction_call_asks_for_structured_output(
         "json_schema": {"name": "extraction", "schema": schema},
     }
     assert "response_format" not in plain.json
+
+
+TOOLS = (
+    ToolSpec(
+        "get_weather",
+        "The weather in a city.",
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    ),
+    ToolSpec("current_time", "The current time.", {"type": "object", "properties": {}}),
+)
+
+
+def assemble(chunks: list[ProviderChunk]) -> dict[int, tuple[str | None, str | None, str]]:
+    """Tool-call chunks put together as the engine does: index → (call id, name, arguments)."""
+    calls: dict[int, tuple[str | None, str | None, str]] = {}
+    for c in chunks:
+        if isinstance(c, ToolCallChunk):
+            call_id, name, arguments = calls.get(c.index, (None, None, ""))
+            calls[c.index] = (call_id or c.call_id, name or c.name, arguments + c.arguments_delta)
+    return calls
+
+
+async def test_interleaved_tool_calls_in_openai_delta_shape(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    calls = [
+        ToolCall(
+            name="get_weather",
+            arguments=['{"', "city", '":', ' "', "Os", "lo", '"}'],
+            call_id="call_Wx1",
+        ),
+        ToolCall(name="current_time", arguments=["{", "}"], call_id="call_Tm2"),
+    ]
+    upstream.push(Behavior(tokens=[], tool_calls=calls, interleave_tool_calls=True, usage=True))
+    chunks = await collect(make_provider().stream(REQUEST))
+    pieces = [c for c in chunks if isinstance(c, ToolCallChunk)]
+    # Interleaved as sent: both starts, then the argument pieces round-robin.
+    assert [c.index for c in pieces][:6] == [0, 1, 0, 1, 0, 1]
+    assert pieces[0] == ToolCallChunk(index=0, call_id="call_Wx1", name="get_weather")
+    assert all(c.call_id is None and c.name is None for c in pieces[2:])
+    assert assemble(chunks) == {
+        0: ("call_Wx1", "get_weather", '{"city": "Oslo"}'),
+        1: ("call_Tm2", "current_time", "{}"),
+    }
+    assert not any(isinstance(c, TextChunk) for c in chunks)
+    assert chunks[-2:] == [UsageChunk(5, 0), Finish("tool_calls")]
+
+
+async def test_tools_and_a_tool_loop_follow_up_in_the_request_body(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    provider = make_provider()
+    question = Message("user", "Weather in Oslo, and the time?")
+    first = GenerationRequest(
+        messages=(Message("system", "be brief"), question),
+        max_tokens=64,
+        tools=TOOLS,
+        tool_choice="required",
+    )
+    await collect(provider.stream(first))
+    follow_up = GenerationRequest(
+        messages=(
+            Message("system", "be brief"),
+            question,
+            Message(
+                "assistant",
+                "",
+                tool_calls=(
+                    ToolCallRequest("call_Wx1", "get_weather", '{"city": "Oslo"}'),
+                    ToolCallRequest("call_Tm2", "current_time", "{}"),
+                ),
+            ),
+            Message("tool", '{"temp_c": 4}', tool_call_id="call_Wx1", name="get_weather"),
+            Message("tool", '"12:00"', tool_call_id="call_Tm2", name="current_time"),
+        ),
+        max_tokens=64,
+        tools=TOOLS,
+        step=2,
+    )
+    await collect(provider.stream(follow_up))
+    await collect(provider.stream(REQUEST))  # no tools: neither key
+    asked, answered, plain = (r.json for r in upstream.requests)
+    functions = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city.",
+                "parameters": TOOLS[0].parameters,
+            },
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": "current_time",
+                "description": "The current time.",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        },
+    ]
+    assert (asked["tools"], asked["tool_choice"]) == (functions, "required")
+    assert (answered["tools"], answered["tool_choice"]) == (functions, "auto")
+    assert asked["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Weather in Oslo, and the time?"},
+    ]
+    assert answered["messages"][2:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_Wx1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+                {
+                    "id": "call_Tm2",
+                    "type": "function",
+                    "function": {"name": "current_time", "arguments": "{}"},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_Wx1", "content": '{"temp_c": 4}'},
+        {"role": "tool", "tool_call_id": "call_Tm2", "content": '"12:00"'},
+    ]
+    assert "tools" not in plain and "tool_choice" not in plain
+
+
+async def test_an_assistant_message_with_text_and_calls_keeps_its_text(
+    upstream: FakeUpstream, make_provider: MakeProvider
+) -> None:
+    call = ToolCallRequest("c1", "current_time", "{}")
+    request = GenerationRequest(
+        messages=(
+            Message("user", "time?"),
+            Message("assistant", "Let me check.", tool_calls=(call,)),
+            Message("tool", "noon", tool_call_id="c1", name="current_time"),
+        ),
+        max_tokens=8,
+    )
+    await collect(make_provider().stream(request))
+    sent = (await upstream.wait_requests(1)).json["messages"]
+    assert sent[1]["content"] == "Let me check." and sent[1]["tool_calls"][0]["id"] == "c1"
+    assert "tools" not in (await upstream.wait_requests(1)).json

@@ -54,6 +54,10 @@ class Behavior:
     finish_reason: str | None = None
     """The vendor's own word (``stop``/``length``/``tool_calls``; ``end_turn``/``max_tokens``/
     ``tool_use``/``refusal``). None: the natural one (tool calls if any, else a normal stop)."""
+    interleave_tool_calls: bool = False
+    """OpenAI: stream the tool calls' deltas round-robin (call 0's start, call 1's start, call 0's
+    first argument piece, call 1's first, ...), as parallel calls may arrive; Anthropic streams
+    one content block after another regardless."""
     usage: bool = True
     """OpenAI: send the usage chunk (``stream_options.include_usage``). Anthropic always does."""
     input_tokens: int = 5
@@ -342,22 +346,24 @@ def _openai_frames(b: Behavior) -> _Frames:
         )
 
     content = [chunk({"content": token}) for token in b.tokens]
+    # OpenAI's shape: a call's first delta has its index, id, type and name with empty
+    # arguments; the later ones only the index and a piece of the arguments.
+    per_call: list[list[bytes]] = []
     for index, call in enumerate(b.tool_calls):
         call_id = call.call_id or f"call_{index}"
         function = {"name": call.name, "arguments": ""}
-        content.append(
-            chunk(
-                {
-                    "tool_calls": [
-                        {"index": index, "id": call_id, "type": "function", "function": function}
-                    ]
-                }
-            )
-        )
+        first = {"index": index, "id": call_id, "type": "function", "function": function}
+        frames = [chunk({"tool_calls": [first]})]
         for piece in call.arguments:
-            content.append(
+            frames.append(
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
             )
+        per_call.append(frames)
+    if b.interleave_tool_calls:
+        for k in range(max((len(f) for f in per_call), default=0)):
+            content.extend(frames[k] for frames in per_call if k < len(frames))
+    else:
+        content.extend(frame for frames in per_call for frame in frames)
     finish = b.finish_reason or ("tool_calls" if b.tool_calls else "stop")
     epilogue = [chunk({}, finish)]
     if b.usage:

@@ -13,6 +13,8 @@ from .base import (
     SourceChunk,
     TextChunk,
     ToolCallChunk,
+    ToolCallRequest,
+    ToolSpec,
     UsageChunk,
 )
 from .scripted import Script, ScriptedProvider
@@ -32,5 +34,7 @@ __all__ = [
     "SourceChunk",
     "TextChunk",
     "ToolCallChunk",
+    "ToolCallRequest",
+    "ToolSpec",
     "UsageChunk",
 ]

@@ -2,7 +2,8 @@
 
 Events map to chunks in one place (:meth:`AnthropicProvider._stream`): the response headers →
 :class:`Begin`; ``text_delta`` → :class:`TextChunk`; a ``tool_use`` block and its
-``input_json_delta`` pieces → :class:`ToolCallChunk` (``index`` counts tool blocks only, from 0);
+``input_json_delta`` pieces → :class:`ToolCallChunk` (``index`` counts tool blocks only, from 0;
+a block that streamed no JSON gets ``{}`` at its ``content_block_stop``);
 ``message_start`` / ``message_delta`` usage and stop reason are remembered and ``message_stop``
 yields :class:`UsageChunk` then :class:`Finish`. A stream that ends, or whose connection breaks,
 before ``message_stop`` ends the iterator without :class:`Finish` (``upstream_truncated``).
@@ -13,8 +14,9 @@ The SDK's own retries are off: the engine decides about retries and fallbacks.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anthropic
@@ -26,11 +28,13 @@ from .base import (
     Finish,
     FinishReason,
     GenerationRequest,
+    Message,
     ProviderChunk,
     ProviderError,
     ProviderHealth,
     TextChunk,
     ToolCallChunk,
+    ToolCallRequest,
     UsageChunk,
 )
 from .openai import RETRYABLE_ERROR_TYPES, error_for_status, parse_retry_after
@@ -64,11 +68,72 @@ def translate(exc: anthropic.APIError, *, in_stream: bool) -> ProviderError:
     return ProviderError(exc.message, retryable=False, code="stream_error")
 
 
+def messages(conversation: Sequence[Message]) -> list[dict[str, Any]]:
+    """The non-system messages in the Messages API's shape.
+
+    An assistant message's tool calls become ``tool_use`` blocks after its text (if any), their
+    ``input`` the parsed argument JSON (``{}`` when the model wrote something that is not a JSON
+    object); a ``tool`` message becomes a ``tool_result`` block of a ``user`` turn. The API wants
+    alternating roles, so adjacent messages of one role merge into one turn of content blocks,
+    ``tool_result`` blocks first (the API requires them before any text of their turn). A plain
+    text message that merges with nothing keeps its string content.
+    """
+    turns: list[tuple[str, list[Message]]] = []
+    for message in conversation:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(message)
+        else:
+            turns.append((role, [message]))
+    out: list[dict[str, Any]] = []
+    for role, group in turns:
+        if len(group) == 1 and _plain(group[0]):
+            out.append({"role": role, "content": group[0].content})
+            continue
+        blocks = [block for message in group for block in _blocks(message)]
+        results = [b for b in blocks if b["type"] == "tool_result"]
+        rest = [b for b in blocks if b["type"] != "tool_result"]
+        out.append({"role": role, "content": [*results, *rest]})
+    return out
+
+
+def _plain(message: Message) -> bool:
+    return message.role != "tool" and not message.tool_calls
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [
+            {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id or "",
+                "content": message.content,
+            }
+        ]
+    # The API refuses empty text blocks; a turn of several blocks does without them.
+    text = [{"type": "text", "text": message.content}] if message.content else []
+    calls = [
+        {"type": "tool_use", "id": call.call_id, "name": call.name, "input": _input(call)}
+        for call in message.tool_calls
+    ]
+    return [*text, *calls]
+
+
+def _input(call: ToolCallRequest) -> dict[str, Any]:
+    try:
+        parsed = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 class AnthropicProvider:
     """Streams from the Anthropic Messages API; see the module docstring.
 
-    System messages are joined into ``system=``; ``tool`` messages go as ``user`` turns (the
-    request format carries no tool-call ids). The SDK client and its connection pool are made
+    System messages are joined into ``system=``; the others become alternating ``user`` and
+    ``assistant`` turns (see :func:`messages`). The SDK client and its connection pool are made
     on first use and released by :meth:`aclose`.
     """
 
@@ -114,15 +179,10 @@ class AnthropicProvider:
     def params(self, request: GenerationRequest) -> dict[str, Any]:
         """The keyword arguments given to ``messages.create`` for ``request``."""
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        messages: list[dict[str, str]] = [
-            {"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
-            for m in request.messages
-            if m.role != "system"
-        ]
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
-            "messages": messages,
+            "messages": messages(request.messages),
         }
         if system:
             params["system"] = system
@@ -132,6 +192,16 @@ class AnthropicProvider:
             params["extra_body"] = {"temperature": request.temperature}
         if request.stop:
             params["stop_sequences"] = list(request.stop)
+        if request.tools:
+            params["tools"] = [
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": dict(tool.parameters),
+                }
+                for tool in request.tools
+            ]
+            params["tool_choice"] = {"type": "any" if request.tool_choice == "required" else "auto"}
         return params
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
@@ -147,6 +217,7 @@ class AnthropicProvider:
             input_tokens = output_tokens = 0
             finish: FinishReason = "stop"
             tool_index: dict[int, int] = {}  # content block index → tool call index
+            with_arguments: set[int] = set()  # tool blocks whose input JSON has streamed
             try:
                 async for event in events:
                     if event.type == "content_block_delta":
@@ -155,6 +226,8 @@ class AnthropicProvider:
                             if delta.text:
                                 yield TextChunk(delta.text)
                         elif delta.type == "input_json_delta" and event.index in tool_index:
+                            if delta.partial_json:
+                                with_arguments.add(event.index)
                             yield ToolCallChunk(
                                 index=tool_index[event.index], arguments_delta=delta.partial_json
                             )
@@ -165,6 +238,11 @@ class AnthropicProvider:
                             yield ToolCallChunk(
                                 index=tool_index[event.index], call_id=block.id, name=block.name
                             )
+                    elif event.type == "content_block_stop":
+                        if event.index in tool_index and event.index not in with_arguments:
+                            # A call without arguments streams no JSON at all: its input is {}.
+                            with_arguments.add(event.index)
+                            yield ToolCallChunk(index=tool_index[event.index], arguments_delta="{}")
                     elif event.type == "message_start":
                         input_tokens = event.message.usage.input_tokens
                         output_tokens = event.message.usage.output_tokens

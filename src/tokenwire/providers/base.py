@@ -26,9 +26,38 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, and its arguments' JSON Schema (an
+    object schema). Providers send it in their vendor's format (OpenAI ``tools``, Anthropic
+    ``tools``, the local model's prompt and grammar)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A call the model made, as the conversation carries it back to the model afterwards:
+    ``arguments`` is the JSON text the model wrote."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One message of the conversation. An ``assistant`` message may carry the ``tool_calls``
+    the model made (its ``content`` is the text it wrote before them, often empty); a ``tool``
+    message is the result of one call: ``tool_call_id`` names the call, ``name`` the tool,
+    ``content`` the result as text (JSON)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +75,14 @@ class GenerationRequest:
     decoding where they can (llama.cpp's JSON-schema grammar, OpenAI's ``response_format``);
     the others rely on the prompt, and the caller validates either way."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    tools: tuple[ToolSpec, ...] = ()
+    """Tools the model may call in this call (none: it can only answer)."""
+    tool_choice: Literal["auto", "required"] = "auto"
+    """``auto``: the model decides to call tools or answer; ``required``: it must call one (a
+    route that always looks something up first). Ignored without ``tools``."""
+    step: int = 1
+    """Which call of the turn's tool loop this is: 1 first; each round of tool results makes
+    the next call ``step + 1``."""
     attempt: int = 1
     """The turn's attempt number: 1 for its first upstream call, counting every retry and
     fallback after it."""

@@ -10,6 +10,16 @@ pauses generation instead of buffering it.
 Cancel: closing the iterator (``aclose()`` or cancelling the task iterating it) sets the turn's
 cancel flag, which llama.cpp checks after every sampled token (a stopping criterion), so at most
 one more token is computed; a turn still queued is skipped and never touches the model.
+
+Tools: a request with ``tools`` first runs a *decision* generation on the same model: the
+transcript with the tools listed, ending in a cue for one line of JSON, constrained by the
+grammar of :func:`~tokenwire.providers.transcript.decision_schema` (a call of one of the tools
+with arguments valid for its schema, or ``{"tool": "none"}`` unless ``tool_choice`` is
+``required``). A call is streamed as one :class:`ToolCallChunk` and the turn finishes with
+``tool_calls``; "none" goes on to the ordinary answer, in the same turn (one stream: Begin, then
+the answer). Both phases count into the turn's tokens and usage, and both stop on cancel. In
+``auto`` mode a decision that repeats a call whose result the exchange already has counts as
+"none" (the 270M model otherwise tends to loop on its tool).
 """
 
 from __future__ import annotations
@@ -17,14 +27,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..config import LocalProviderSettings
 from .base import (
@@ -35,12 +47,15 @@ from .base import (
     ProviderError,
     ProviderHealth,
     TextChunk,
+    ToolCallChunk,
     UsageChunk,
 )
 from .bridge import Bridge
 from .transcript import (
+    NO_TOOL,
     FittedPrompt,
     PromptTooLong,
+    decision_schema,
     fit_prompt,
     render_extraction,
     stop_sequences,
@@ -51,6 +66,12 @@ T = TypeVar("T")
 # Tokens the worker may run ahead of a slow consumer before it pauses.
 _BUFFERED_TOKENS = 16
 
+DECISION_MAX_TOKENS = 160
+"""The budget of a tool decision (its JSON: the tool's name and arguments), on top of the
+request's ``max_tokens`` for the answer."""
+
+Phase = Literal["queued", "decision", "answer"]
+
 
 @dataclass(eq=False)
 class TurnRecord:
@@ -58,21 +79,39 @@ class TurnRecord:
 
     ``ran`` is set when the worker started the turn (it never is for a turn cancelled while
     queued); ``tokens`` counts the tokens llama.cpp sampled (the end-of-text or stop-sequence
-    tokens included); ``tokens_at_cancel`` is ``tokens`` at the moment the consumer went away
-    (None if it never did); ``ended`` is set once the worker is done with the turn (or it was
-    dropped from the queue). Times are ``time.monotonic()``.
+    tokens included), over both phases of a turn with tools; ``tokens_at_cancel`` is ``tokens``
+    at the moment the consumer went away (None if it never did) and ``phase_at_cancel`` the
+    phase it was in; ``ended`` is set once the worker is done with the turn (or it was dropped
+    from the queue). Times are ``time.monotonic()``.
+
+    ``phase`` is what the worker runs: ``decision`` (a turn with tools choosing whether to call
+    one; ``decision`` then holds the JSON it wrote, once complete) or ``answer``.
+    ``prompt_tokens`` is the running phase's prompt, ``input_tokens`` all phases' prompts.
     """
 
     request: GenerationRequest
     ran: bool = False
+    phase: Phase = "queued"
     prompt_tokens: int = 0
+    input_tokens: int = 0
+    decision: str | None = None
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     ended_at: float | None = None
     tokens: int = 0
     tokens_at_cancel: int | None = None
+    phase_at_cancel: Phase | None = None
     ended: threading.Event = field(default_factory=threading.Event)
+    _phase_start: int = 0  # ``tokens`` when the running phase started
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def begin_phase(self, phase: Phase, prompt_tokens: int) -> None:
+        """The worker starts a generation (before evaluating its prompt)."""
+        with self._lock:
+            self.phase = phase
+            self._phase_start = self.tokens
+            self.prompt_tokens = prompt_tokens
+            self.input_tokens += prompt_tokens
 
     def cancel(self) -> None:
         """The consumer went away: the worker stops at its next token (idempotent; does nothing
@@ -80,6 +119,7 @@ class TurnRecord:
         with self._lock:
             if self.tokens_at_cancel is None and not self.ended.is_set():
                 self.tokens_at_cancel = self.tokens
+                self.phase_at_cancel = self.phase
 
     @property
     def cancelled(self) -> bool:
@@ -90,7 +130,8 @@ class TurnRecord:
         # and once more after the loop. ``input_ids`` then holds the prompt and every sampled
         # token but the last, so the count below is exact and that extra call changes nothing.
         with self._lock:
-            self.tokens = max(self.tokens, len(input_ids) - self.prompt_tokens + 1)
+            sampled = self._phase_start + len(input_ids) - self.prompt_tokens + 1
+            self.tokens = max(self.tokens, sampled)
             return self.tokens_at_cancel is not None
 
 
@@ -249,21 +290,34 @@ class LocalProvider:
             return ProviderHealth(False, f"packaged Gemma model unavailable: {exc}")
         return ProviderHealth(True, "packaged Gemma 3 270M available (not loaded)")
 
-    def _grammar(self, schema: Mapping[str, Any]) -> Any:
-        """The llama.cpp grammar of a JSON Schema, compiled once per distinct schema."""
+    def _grammar(
+        self,
+        schema: Mapping[str, Any],
+        *,
+        prop_order: Sequence[str] = (),
+        leading_space: bool = False,
+    ) -> Any:
+        """The llama.cpp grammar of a JSON Schema, compiled once per distinct schema.
+        ``prop_order``: properties of these names come first, in this order (the others sort
+        by name); ``leading_space``: the JSON may start with a space, for a prompt that ends
+        with a colon."""
         from llama_cpp import llama_grammar
 
         key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
+        cache_key = f"{key}\n{list(prop_order)}\n{leading_space}"
+        grammar = self._grammars.get(cache_key)
         if grammar is None:
-            gbnf = llama_grammar.json_schema_to_gbnf(key)
+            gbnf = llama_grammar.json_schema_to_gbnf(key, prop_order=list(prop_order))
             # llama-cpp-python's string rule admits raw control characters (a newline inside a
             # string), which is not JSON; exclude them so the output always parses.
             gbnf = gbnf.replace(_LOOSE_JSON_CHAR, _STRICT_JSON_CHAR)
+            if leading_space:
+                gbnf = re.sub(r"^root ::= ", "json-value ::= ", gbnf, count=1, flags=re.M)
+                gbnf += '\nroot ::= " "? json-value\n'
             grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
             if len(self._grammars) >= 64:
                 self._grammars.pop(next(iter(self._grammars)))
-            self._grammars[key] = grammar
+            self._grammars[cache_key] = grammar
         return grammar
 
     def _unload(self) -> None:
@@ -306,6 +360,7 @@ class LocalProvider:
             return len(ids)
 
         grammar: Any = None
+        decision: FittedPrompt | None = None
         if request.json_schema is not None:
             # An extraction call: a plain document prompt, no chat stop sequences (a blank line
             # may sit inside the JSON), and the schema's grammar so the output always parses.
@@ -325,17 +380,50 @@ class LocalProvider:
                 count_tokens=count_tokens,
             )
             stops = stop_sequences(request.stop)
-        turn.prompt_tokens = fitted.prompt_tokens
+            if request.tools:
+                decision = fit_prompt(
+                    request.messages,
+                    tools=request.tools,
+                    tool_required=request.tool_choice == "required",
+                    max_tokens=DECISION_MAX_TOKENS,
+                    n_ctx=self._settings.n_ctx,
+                    count_tokens=count_tokens,
+                )
+        if decision is None:
+            turn.begin_phase("answer", fitted.prompt_tokens)
+        else:
+            turn.begin_phase("decision", decision.prompt_tokens)
         if not bridge.put(Begin()):
             return
         temperature = request.temperature
+        if temperature is None:
+            temperature = self._settings.temperature
+        if decision is not None:
+            chosen = self._decide(turn, decision, tokenized[decision.prompt], temperature)
+            if chosen is None:  # cancelled
+                return
+            if chosen.get("tool", NO_TOOL) != NO_TOOL and not _repeats_a_call(request, chosen):
+                arguments = json.dumps(chosen.get("arguments", {}), ensure_ascii=False)
+                call = ToolCallChunk(
+                    index=0,
+                    call_id=f"call_{secrets.token_hex(12)}",
+                    name=str(chosen["tool"]),
+                    arguments_delta=arguments,
+                )
+                usage = UsageChunk(turn.input_tokens, turn.tokens, estimated=False)
+                for chunk in (call, usage, Finish("tool_calls")):
+                    if not bridge.put(chunk):
+                        return
+                bridge.finish()
+                return
+            turn.begin_phase("answer", fitted.prompt_tokens)
         parts = llm.create_completion(
             # The token ids fit_prompt already computed (the same tokenization llama would do
             # for the string): tokenizing twice costs about a millisecond of first-token time.
             tokenized[fitted.prompt],
             stream=True,
             max_tokens=fitted.max_tokens,
-            temperature=self._settings.temperature if temperature is None else temperature,
+            temperature=temperature,
             repeat_penalty=self._settings.repeat_penalty,
             stop=stops,
             stopping_criteria=StoppingCriteriaList([turn.on_token]),
@@ -362,11 +450,62 @@ class LocalProvider:
             parts.close()
         if turn.cancelled:
             return
-        bridge.put(UsageChunk(fitted.prompt_tokens, turn.tokens, estimated=False))
+        bridge.put(UsageChunk(turn.input_tokens, turn.tokens, estimated=False))
         if reason in ("stop", "length"):
             bridge.put(Finish("length" if reason == "length" else "stop"))
         # Any other ending is no end marker: the consumer sees a truncated stream, as it should.
         bridge.finish()
+
+    def _decide(
+        self, turn: TurnRecord, decision: FittedPrompt, prompt: list[int], temperature: float
+    ) -> dict[str, Any] | None:
+        """Run the tool decision of ``turn``: the JSON it chose (``{"tool": "none"}`` when it
+        answers instead), or None if the turn was cancelled. A decision cut short by its token
+        budget counts as "none", or fails the turn when a call is required."""
+        from llama_cpp import StoppingCriteriaList
+
+        request = turn.request
+        if turn.cancelled:
+            return None
+        schema = decision_schema(request.tools, required=request.tool_choice == "required")
+        parts = self._llm.create_completion(
+            prompt,
+            stream=True,
+            max_tokens=decision.max_tokens,
+            temperature=temperature,
+            # JSON repeats its quotes and braces by design: no penalty for that.
+            repeat_penalty=1.0,
+            stopping_criteria=StoppingCriteriaList([turn.on_token]),
+            # The tool's name first: the choice is made there, the arguments follow from it.
+            grammar=self._grammar(schema, prop_order=("tool", "arguments"), leading_space=True),
+        )
+        pieces: list[str] = []
+        reason: str | None = None
+        try:
+            for part in parts:
+                if turn.cancelled:
+                    return None
+                choice = part["choices"][0]
+                pieces.append(choice["text"])
+                reason = choice["finish_reason"] or reason
+        finally:
+            parts.close()
+        if turn.cancelled:
+            return None
+        turn.decision = "".join(pieces)
+        try:
+            chosen = json.loads(turn.decision) if reason != "length" else None
+        except ValueError:
+            chosen = None
+        if isinstance(chosen, dict) and isinstance(chosen.get("tool"), str):
+            return chosen
+        if request.tool_choice == "required":
+            raise ProviderError(
+                f"the model's tool call did not complete in {decision.max_tokens} tokens",
+                retryable=False,
+                code="model",
+            )
+        return {"tool": NO_TOOL}
 
     def _end_turn(self, turn: TurnRecord) -> None:
         with self._lock:
@@ -374,3 +513,31 @@ class LocalProvider:
             self._live.pop(turn, None)
         turn.ended_at = time.monotonic()
         turn.ended.set()
+
+
+def _repeats_a_call(request: GenerationRequest, chosen: Mapping[str, Any]) -> bool:
+    """Whether ``chosen`` is a call the current exchange (since the last user message) already
+    made and has the result of, in ``auto`` mode: taken as "none", so a small model that
+    reaches for the same tool again answers from the result instead of looping."""
+    if request.tool_choice == "required":
+        return False
+    users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+    current = request.messages[users[-1] if users else 0 :]
+    answered = {m.tool_call_id for m in current if m.role == "tool"}
+    wanted = (chosen.get("tool"), _canonical(chosen.get("arguments", {})))
+    return any(
+        (call.name, _canonical(call.arguments)) == wanted
+        for message in current
+        for call in message.tool_calls
+        if call.call_id in answered
+    )
+
+
+def _canonical(arguments: object) -> str:
+    parsed = arguments
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            return arguments
+    return json.dumps(parsed, sort_keys=True)

@@ -6,6 +6,12 @@ provider, the body's bytes straight into :class:`~tokenwire.protocol.sse.SSEDeco
 ``data:`` parsed once with ``orjson``. How vendor failures become :class:`ProviderError` is one
 table, :func:`error_for_status` (the Anthropic adapter shares it).
 
+Tools: a request's ``tools`` go as ``tools`` (``type: function``) with its ``tool_choice``; an
+assistant message's calls as ``tool_calls`` and a tool result as a ``tool`` message with its
+``tool_call_id`` (:func:`_message`). Streamed ``delta.tool_calls`` become
+:class:`ToolCallChunk` pieces by their ``index`` (id and name in a call's first delta, argument
+pieces after; parallel calls may interleave).
+
 A connection that breaks in the middle of the body is treated like a body that ends without
 ``[DONE]``: the iterator ends without :class:`Finish`, and the engine reports
 ``upstream_truncated`` (what the client saw is all there is; the cause is the same either way).
@@ -29,6 +35,7 @@ from .base import (
     Finish,
     FinishReason,
     GenerationRequest,
+    Message,
     ProviderChunk,
     ProviderError,
     ProviderHealth,
@@ -153,7 +160,7 @@ class OpenAIProvider:
         """The JSON body sent for ``request``."""
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": request.max_tokens,
@@ -168,6 +175,19 @@ class OpenAIProvider:
                 "type": "json_schema",
                 "json_schema": {"name": "extraction", "schema": dict(request.json_schema)},
             }
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": dict(tool.parameters),
+                    },
+                }
+                for tool in request.tools
+            ]
+            body["tool_choice"] = request.tool_choice
         return body
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderChunk]:
@@ -237,6 +257,28 @@ class OpenAIProvider:
                 return ProviderHealth(False, f"HTTP {response.status} from {self._models_url}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return ProviderHealth(False, f"cannot reach {self._models_url}: {exc!r}")
+
+
+def _message(message: Message) -> dict[str, Any]:
+    """One message in the chat-completions shape: an assistant message's tool calls as
+    ``tool_calls`` (its content ``None`` when it wrote no text), a tool result with the
+    ``tool_call_id`` it answers."""
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    if message.role == "tool" and message.tool_call_id is not None:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    return {"role": message.role, "content": message.content}
 
 
 def _chunks(data: str) -> list[ProviderChunk]:

@@ -10,11 +10,19 @@ script::
 Fault kinds, applied when the stream reaches token index ``at`` (0 = before the first token):
 
 - ``fail``: raise :class:`ProviderError` (``retryable`` as given). ``times`` limits the fault to
-  the first N attempts, so a retry can then succeed.
+  the first N attempts, so a retry can then succeed (in a tool loop: the first N attempts of
+  that step).
 - ``hang``: stop producing anything until the consumer gives up (deadline or cancel).
 - ``truncate``: end the stream without its end marker.
 
 Tokens may contain anything, newlines and SSE-looking lines included: they are data.
+
+Tool loops: a script's ``tool_calls`` stream after its tokens (finish ``tool_calls`` unless the
+script says otherwise), and ``then`` scripts what the later steps stream, each with its own
+tokens, tool calls and fault::
+
+    {"tool_calls": [{"name": "current_time", "arguments": ["{}"]}],
+     "then": [{"tokens": ["It is ", "noon."]}]}
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import collections
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import (
     Begin,
@@ -99,9 +107,67 @@ class Script(BaseModel):
         default=None,
         description="what to stream for this turn's extraction calls (default: the JSON `{}`)",
     )
+    then: list[Script] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "what later steps of a tool loop stream: step 2 (the call after the first round of "
+            "tool results) streams then[0], step 3 then[1], ...; past the list's end, the last "
+            "one (with no list, every step streams this script)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _flat_steps(self) -> Script:
+        if any(step.then for step in self.then):
+            raise ValueError("the scripts in `then` cannot have a `then` of their own")
+        return self
+
+    def for_step(self, step: int) -> Script:
+        """The script of tool-loop step ``step`` (1 = this one)."""
+        if step <= 1 or not self.then:
+            return self
+        return self.then[min(step - 2, len(self.then) - 1)]
+
+    @property
+    def finish_reason(self) -> Literal["stop", "length", "tool_calls", "content_filter"]:
+        """``finish`` as given; left out, ``tool_calls`` for a script that makes tool calls."""
+        if self.tool_calls and "finish" not in self.model_fields_set:
+            return "tool_calls"
+        return self.finish
 
 
 _DEFAULT_EXTRACTION = Script(tokens=["{", "}"])
+
+
+# (id of a request's raw script, step) → (that script, the attempt number of the step's first
+# call). Shared by every instance: a fallback to another scripted provider is the same turn.
+_STEP_STARTS: collections.OrderedDict[tuple[int, int], tuple[object, int]] = (
+    collections.OrderedDict()
+)
+_STEP_STARTS_KEPT = 1024
+
+
+def _attempt_of_step(request: GenerationRequest) -> int:
+    """Which attempt at its own step ``request`` is (1 = the step's first call), for ``times``.
+
+    Step 1 is the turn's attempt number. A later step's calls carry the turn's attempt count
+    (or one of the step's own; either works), so the first call seen for the step sets its
+    base. The turn is told by its script: one parsed request body, the same mapping object for
+    every call of the turn. A call whose attempt is not past the recorded base starts anew (a
+    new turn that reuses the script object).
+    """
+    if request.step <= 1 or request.script is None:
+        return request.attempt
+    key = (id(request.script), request.step)
+    start = _STEP_STARTS.get(key)
+    if start is None or start[0] is not request.script or request.attempt <= start[1]:
+        start = (request.script, request.attempt)
+        _STEP_STARTS[key] = start
+        while len(_STEP_STARTS) > _STEP_STARTS_KEPT:
+            _STEP_STARTS.popitem(last=False)
+    _STEP_STARTS.move_to_end(key)
+    return request.attempt - start[1] + 1
 
 
 def parse_script(raw: Mapping[str, Any] | None) -> Script:
@@ -127,7 +193,8 @@ class ScriptedProvider:
         self.finished = 0
         self.aborted = 0
         self.requests: collections.deque[GenerationRequest] = collections.deque(maxlen=256)
-        """The latest requests it was asked (newest last), so tests can see the prompt."""
+        """The latest requests it was asked (newest last), so tests can see the prompt, the
+        tools and the tool results it was sent."""
         self._abort_waiters: list[asyncio.Event] = []
 
     async def wait_aborted(self, count: int = 1) -> None:
@@ -142,7 +209,9 @@ class ScriptedProvider:
         script = parse_script(request.script)
         if request.json_schema is not None:
             script = script.extraction or _DEFAULT_EXTRACTION
-        return self._run(script, request.attempt, len(request.messages))
+        else:
+            script = script.for_step(request.step)
+        return self._run(script, _attempt_of_step(request), len(request.messages))
 
     async def _run(
         self, script: Script, attempt: int, n_messages: int
@@ -180,7 +249,7 @@ class ScriptedProvider:
             # Finished once the end marker is out: a consumer closing us after it is no abort.
             end_marker_sent = True
             self.finished += 1
-            yield Finish(script.finish)
+            yield Finish(script.finish_reason)
         except (asyncio.CancelledError, GeneratorExit):
             if not end_marker_sent:
                 self._note_abort()
