@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .auth.settings import AuthSettings
+from .router.conditions import Condition
 from .router.config import RouterSettings
 
 
@@ -110,10 +111,129 @@ ProviderSettings = Annotated[
 ]
 
 
+class RetrievalRouteSettings(_Section):
+    """A route that looks passages up before it generates (see ``tokenwire.retrieval``)."""
+
+    top_k: int = Field(default=4, ge=1, le=50, description="passages put in the prompt at most")
+    max_chars: int = Field(
+        default=3000, ge=200, description="characters of passages the prompt holds at most"
+    )
+    min_score: float | None = Field(
+        default=None, description="passages scoring below this are left out (backend's scale)"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="then the turn answers without")
+
+
 class RouteSettings(_Section):
-    providers: list[str] = Field(min_length=1, description="fallback chain, tried in order")
+    """What a turn on this route does: which models (tiers), prompt, tools, retrieval."""
+
+    providers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="fallback chain, tried in order (shorthand for one tier named `default`)",
+    )
+    tiers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="model tiers: name → provider chain (e.g. fast = [...], smart = [...])",
+    )
+    tier: str | None = Field(default=None, description="the tier used by default (first tier)")
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="tiers tried, in order, when the chosen tier fails before the first token",
+    )
     system_prompt: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
+    tools: list[str] = Field(default_factory=list, description="tools the model may call")
+    tool_choice: Literal["auto", "required"] = Field(
+        default="auto", description="required: the first call must call a tool"
+    )
+    max_tool_steps: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="model calls per turn; the last one is offered no tools, so it answers",
+    )
+    retrieval: RetrievalRouteSettings | None = Field(
+        default=None, description="look passages up in the knowledge base first"
+    )
+    extraction: dict[str, Any] | None = Field(
+        default=None, description="the structured output of turns that ask for none"
+    )
+
+    @model_validator(mode="after")
+    def _one_chain_shape(self) -> RouteSettings:
+        if (self.providers is None) == (not self.tiers):
+            raise ValueError("give exactly one of `providers` or `tiers`")
+        for name, chain in self.tier_chains.items():
+            if not chain:
+                raise ValueError(f"tier {name!r} names no provider")
+        for name in (self.default_tier, *self.fallback):
+            if name not in self.tier_chains:
+                raise ValueError(f"tier {name!r} is not one of: {', '.join(self.tier_chains)}")
+        return self
+
+    @property
+    def tier_chains(self) -> dict[str, list[str]]:
+        """Tier name → provider chain (``providers`` alone is the tier ``default``)."""
+        return {"default": self.providers} if self.providers is not None else self.tiers
+
+    @property
+    def default_tier(self) -> str:
+        return self.tier or next(iter(self.tier_chains))
+
+    def chain(self, tier: str | None = None) -> list[tuple[str, str]]:
+        """(tier, provider) in the order a turn tries them: the tier's chain, then each
+        fallback tier's (a provider already tried is not tried twice)."""
+        chosen = tier or self.default_tier
+        chains = self.tier_chains
+        out: list[tuple[str, str]] = []
+        for name in (chosen, *(t for t in self.fallback if t != chosen)):
+            for provider in chains[name]:
+                if all(provider != p for _, p in out):
+                    out.append((name, provider))
+        return out
+
+    @property
+    def provider_names(self) -> list[str]:
+        """Every provider any tier of the route names."""
+        return list(dict.fromkeys(p for chain in self.tier_chains.values() for p in chain))
+
+
+class RoutingRule(_Section):
+    """Picks a route (and tier) for requests that name none. The first matching rule wins."""
+
+    name: str | None = Field(default=None, description="shown in metrics; default: rule-<n>")
+    when: Condition = Field(description="a condition on the request (see docs/routing.md)")
+    route: str
+    tier: str | None = None
+
+
+class RoutingSettings(_Section):
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+
+class ToolSettings(_Section):
+    """Python functions the model may call (see ``tokenwire.tools``)."""
+
+    modules: list[str] = Field(
+        default_factory=list, description="modules whose @tool functions are registered"
+    )
+    builtin: bool = Field(default=True, description="register current_time and calculator")
+    timeout_s: float = Field(default=30.0, gt=0, description="a call running longer fails")
+    max_result_chars: int = Field(
+        default=16_000, ge=100, description="a result sent back to the model is cut past this"
+    )
+
+
+class RetrievalSettings(_Section):
+    """The built-in knowledge base (``tokenwire kb add``): SQLite FTS5 or Postgres FTS."""
+
+    url: str = Field(
+        default="", description="sqlite:///PATH or postgresql+asyncpg://...; empty: the store's"
+    )
+    kb_tool: bool = Field(
+        default=True, description="offer the knowledge base as the tool `kb_search` too"
+    )
 
 
 class DeadlineSettings(_Section):
@@ -267,6 +387,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"default": RouteSettings(providers=["local"])}
     )
     default_route: str = "default"
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     scripted: bool = Field(
         default=False,
         description="add the scripted provider and route `scripted` (never on by default)",
@@ -292,13 +415,24 @@ class Settings(BaseSettings):
             self.providers.setdefault("scripted", ScriptedProviderSettings())
             self.routes.setdefault("scripted", RouteSettings(providers=["scripted"]))
         for route_name, route in self.routes.items():
-            for provider in route.providers:
+            for provider in route.provider_names:
                 if provider not in self.providers:
                     raise ValueError(
                         f"route {route_name!r} names provider {provider!r}, which is not configured"
                     )
         if self.default_route not in self.routes:
             raise ValueError(f"default_route {self.default_route!r} is not a configured route")
+        for number, rule in enumerate(self.routing.rules, 1):
+            target = self.routes.get(rule.route)
+            if target is None:
+                raise ValueError(
+                    f"routing rule {number} names route {rule.route!r}, not configured"
+                )
+            if rule.tier is not None and rule.tier not in target.tier_chains:
+                raise ValueError(
+                    f"routing rule {number} names tier {rule.tier!r}, which route "
+                    f"{rule.route!r} does not have"
+                )
         return self
 
     @classmethod

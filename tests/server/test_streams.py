@@ -124,6 +124,8 @@ BAD_BODIES: list[tuple[bytes, int, str]] = [
     (b'{"messages": [{"role": "user", "content": ""}]}', 422, "invalid_request"),
     (b'{"prompt": ""}', 422, "invalid_request"),
     (b'{"prompt": "x", "route": "nope"}', 422, "unknown_route"),
+    (b'{"prompt": "x", "tier": "huge"}', 422, "unknown_tier"),
+    (b'{"prompt": "x", "tier": 5}', 422, "invalid_request"),
     (b'{"prompt": "x", "script": {"tokens": 3}}', 422, "invalid_request"),
 ]
 

@@ -37,7 +37,12 @@ class TurnRequest(BaseModel):
 
     messages: list[ChatMessage] | None = Field(default=None, max_length=10_000)
     prompt: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
-    route: str | None = Field(default=None, max_length=200)
+    route: str | None = Field(
+        default=None, max_length=200, description="default: chosen by the routing rules"
+    )
+    tier: str | None = Field(
+        default=None, max_length=100, description="a model tier of the route (fast, smart, ...)"
+    )
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     stop: list[str] | None = Field(default=None, max_length=8)

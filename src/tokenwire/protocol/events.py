@@ -34,6 +34,8 @@ class Reason(StrEnum):
     """Scale-out: the turn's events could not be written to Redis, so it was stopped."""
     SHUTDOWN = "shutdown"
     CONTENT_FILTER = "content_filter"
+    TOOL_LIMIT = "tool_limit"
+    """The model still called tools on its last allowed step (``max_tool_steps``)."""
 
     @property
     def is_partial(self) -> bool:
@@ -58,7 +60,11 @@ class Phase(StrEnum):
     """The phases a ``status`` event announces."""
 
     QUEUED = "queued"
+    RETRIEVING = "retrieving"
+    """Looking passages up in the knowledge base, before generation."""
     GENERATING = "generating"
+    CALLING_TOOLS = "calling_tools"
+    """The model called tools; they run now, then it generates again."""
     EXTRACTING = "extracting"
     FINALIZING = "finalizing"
 
@@ -78,6 +84,8 @@ class Start:
     """The route chosen for this turn."""
     created_at: float
     """Unix time, seconds, when the turn was accepted."""
+    tier: str | None = None
+    """The model tier chosen on the route (``default`` for a route without named tiers)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,11 +204,14 @@ class Done:
     route: str
     attempts: int
     """Provider attempts made (retries and fallbacks included)."""
+    tier: str | None = None
+    """The tier whose provider answered (the chosen one, or a fallback tier)."""
     usage: dict[str, Any] | None = None
     sources: list[str] = field(default_factory=list)
     source_details: list[dict[str, Any]] = field(default_factory=list)
     structured: dict[str, Any] | None = None
     tools_with_results: list[str] = field(default_factory=list)
+    """Tools that ran and returned a usable (non-empty) result, each once, first call first."""
     context: dict[str, Any] | None = None
     """For a turn of a conversation: how its history was fitted into the context window
     (what was kept, dropped or summarised, and the token counts); None otherwise."""

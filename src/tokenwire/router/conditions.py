@@ -6,6 +6,7 @@ Which kind a table is follows from its keys (unknown keys are rejected)::
     when = { field = "structured.data.sentiment", equals = "negative" }
     when = { field = "reason", any_of = ["timeout_total", "upstream_error"] }
     when = { field = "answer", min_chars = 1, max_chars = 2000 }  # a string of that length
+    when = { field = "text", keywords = ["refund", "money back"] }  # any, as whole words
     when = { all = [ {...}, {...} ] }                             # every one matches
     when = { any = [ {...}, {...} ] }                             # at least one matches
     when = { not = {...} }
@@ -18,11 +19,20 @@ that ended without structured data. Equality is JSON equality: ``true`` does not
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    model_validator,
+)
 
 from .record import MISSING, resolve
 
@@ -96,6 +106,28 @@ class TextLength(BaseCondition):
         return self.max_chars is None or len(value) <= self.max_chars
 
 
+class Keywords(BaseCondition):
+    """The field is a string containing at least one keyword (or phrase) as whole words,
+    ignoring case: ``refund`` matches "Refund please" and "refund?", not "refunded"."""
+
+    field: str = Field(min_length=1)
+    keywords: list[str] = Field(min_length=1)
+
+    _pattern: re.Pattern[str] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compile(self) -> Keywords:
+        words = [r"\s+".join(map(re.escape, k.split())) for k in self.keywords]
+        if not all(words):
+            raise ValueError("a keyword is empty")
+        self._pattern = re.compile(r"(?<!\w)(?:" + "|".join(words) + r")(?!\w)", re.IGNORECASE)
+        return self
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        value = resolve(record, self.field)
+        return isinstance(value, str) and self._pattern.search(value) is not None
+
+
 class AllOf(BaseCondition):
     all: list[Condition] = Field(min_length=1)
 
@@ -128,6 +160,7 @@ _TAG_KEYS = (
     ("exists", "exists"),
     ("equals", "equals"),
     ("any_of", "any_of"),
+    ("keywords", "keywords"),
     ("min_chars", "length"),
     ("max_chars", "length"),
 )
@@ -140,6 +173,7 @@ _TAG_BY_CLASS: dict[type[BaseCondition], str] = {
     FieldEquals: "equals",
     FieldAnyOf: "any_of",
     TextLength: "length",
+    Keywords: "keywords",
 }
 
 
@@ -161,13 +195,14 @@ Condition = Annotated[
     | Annotated[FieldExists, Tag("exists")]
     | Annotated[FieldEquals, Tag("equals")]
     | Annotated[FieldAnyOf, Tag("any_of")]
-    | Annotated[TextLength, Tag("length")],
+    | Annotated[TextLength, Tag("length")]
+    | Annotated[Keywords, Tag("keywords")],
     Discriminator(
         _condition_tag,
         custom_error_type="invalid_condition",
         custom_error_message=(
-            "a condition needs one of: exists, equals, any_of, min_chars/max_chars "
-            "(with field), all, any, not, always"
+            "a condition needs one of: exists, equals, any_of, keywords, "
+            "min_chars/max_chars (with field), all, any, not, always"
         ),
     ),
 ]
