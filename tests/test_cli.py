@@ -199,3 +199,75 @@ async def test_a_server_with_keys_serves_chat_with_the_key_from_the_environment(
     finally:
         server.terminate()
         await server.wait()
+
+
+async def test_kb_add_and_search_then_a_retrieving_route_answers_with_sources(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kb.toml"
+    path.write_text(
+        SCRIPTED
+        + f"""
+[store]
+url = "sqlite+aiosqlite:///{tmp_path / "store.db"}"
+
+[routes.docs]
+providers = ["s"]
+retrieval = {{ top_k = 2 }}
+"""
+    )
+    corpus = Path(__file__).parent / "fixtures" / "kb"
+    add = await _spawn(
+        "kb", "add", str(corpus), "--base-url", "https://docs.example.com/", "--config", str(path)
+    )
+    async with asyncio.timeout(60):
+        out, err = await add.communicate()
+    assert add.returncode == 0, err.decode()
+    assert "lumen-kettle.md: " in out.decode()
+
+    search = await _spawn(
+        "kb", "search", "how often do I descale the kettle?", "--json", "--config", str(path)
+    )
+    async with asyncio.timeout(60):
+        out, err = await search.communicate()
+    assert search.returncode == 0, err.decode()
+    found = orjson.loads(out)
+    assert found[0]["url"] == "https://docs.example.com/products/lumen-kettle.md#descaling"
+
+    proc = await _spawn("serve", "--config", str(path), "--port", "0")
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        url = line.split()[-1]
+        body = {"prompt": "How often to descale the kettle?", "route": "docs", "script": {}}
+        async with (
+            httpx.AsyncClient(base_url=url) as client,
+            client.stream("POST", "/v1/streams", json=body) as response,
+        ):
+            decoder = SSEDecoder()
+            events = [
+                decode_event(m.data)
+                async for chunk in response.aiter_bytes()
+                for m in decoder.feed(chunk)
+            ]
+    finally:
+        proc.terminate()
+        await proc.wait()
+    done = events[-1]
+    assert done.type == "done"
+    assert done.sources[0] == found[0]["url"]  # type: ignore[union-attr]
+    assert "retrieval" in done.timings  # type: ignore[union-attr]
+
+
+async def test_kb_search_with_no_knowledge_base_configured_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENWIRE_STORE__URL", "")  # no store, so no database to hold a kb
+    path = tmp_path / "none.toml"
+    path.write_text(SCRIPTED)
+    proc = await _spawn("kb", "search", "anything", "--config", str(path))
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert "no knowledge base" in err.decode() and "Traceback" not in err.decode()

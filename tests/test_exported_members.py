@@ -12,10 +12,12 @@ import tokenwire.engine
 import tokenwire.output
 import tokenwire.protocol
 import tokenwire.providers
+import tokenwire.retrieval
 import tokenwire.router
 import tokenwire.server
 import tokenwire.store
 import tokenwire.testing
+import tokenwire.tools
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,8 @@ import tokenwire.testing
         tokenwire.store,
         tokenwire.auth,
         tokenwire.testing,
+        tokenwire.tools,
+        tokenwire.retrieval,
     ],
 )
 def test_all_is_sorted_and_every_name_exists(module: object) -> None:

@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: serve, worker, chat, providers, keys, migrate."""
+"""The ``tokenwire`` command: serve, worker, chat, providers, keys, kb, migrate."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .auth import Authenticator, InsecureBind, check_bind, new_key_snippet
 from .config import Settings, load_settings
 from .engine import Engine, RequestError
 from .protocol import Done, Error, Event, Reason, SSEDecoder, TextDelta, decode_event
+from .retrieval.cli import add_kb_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,12 +84,25 @@ def _parser() -> argparse.ArgumentParser:
     new_key.add_argument("--name", help="a label for the key (shown in logs)")
     new_key.set_defaults(func=_new_key)
 
+    add_kb_parser(sub, resolve_db_url=_kb_url, common=_config_arg)
+
     migrate = sub.add_parser(
         "migrate", help="create or upgrade the store's tables ([store] url); serve does it too"
     )
     _config_arg(migrate)
     migrate.set_defaults(func=_migrate)
     return parser
+
+
+def _kb_url(args: argparse.Namespace) -> str:
+    """The knowledge base the config names: ``[retrieval] url``, else the store's database."""
+    if getattr(args, "db", None):
+        return str(args.db)
+    settings = load_settings(args.config)
+    url = settings.retrieval.url or settings.store.url
+    if not url:
+        raise ValueError("no knowledge base: set [retrieval] url or [store] url, or pass --db")
+    return url
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -316,7 +330,7 @@ async def _check_providers(settings: Settings) -> int:
     failures = 0
     routes_of: dict[str, list[str]] = {}
     for route, route_cfg in settings.routes.items():
-        for name in route_cfg.providers:
+        for name in route_cfg.provider_names:
             routes_of.setdefault(name, []).append(route)
     print(f"{'PROVIDER':<16} {'KIND':<10} {'MODEL':<28} {'REACHABLE':<10} DETAIL")
     for name, cfg in settings.providers.items():

@@ -214,7 +214,8 @@ class Gateway:
         engine = self.engine
         if engine._closing:
             raise Overloaded("the server is shutting down", retry_after_s=5)
-        plan = engine._plan(request, tenant)  # every check a request can fail, here
+        # Every check a request can fail, here (the worker routes it again, by the same rules).
+        plan = engine._plan(request, tenant, engine.route_selector.choose(request, tenant))
         if request.conversation_id is not None and engine.store is not None:
             await self._check_conversation(request.conversation_id, tenant)
         stream_id = plan.stream_id

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import secrets
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -49,11 +51,14 @@ from ..output import (
     inline_instructions,
 )
 from ..protocol import Done, Error, Event, Reason, event_to_dict
-from ..providers import GenerationRequest, Message, Provider
+from ..providers import GenerationRequest, Message, Provider, ToolCallRequest
 from ..providers.registry import build_provider
 from ..providers.scripted import ScriptedProvider, parse_script
+from ..retrieval import Retriever, open_knowledge_base
 from ..router import Router, RouterMetrics, build_record
 from ..store import Store
+from ..tools import ToolOutcome, ToolRegistry, builtin_registry, kb_search_tool, load_tool_modules
+from ..tools import run_tool as run_tool_call
 from .extraction import ExtractionPlan
 from .hooks import Hooks
 from .metrics import EngineMetrics
@@ -66,8 +71,9 @@ from .request import (
     TurnRequest,
     validation_message,
 )
+from .routing import RouteChoice, RouteSelector
 from .scheduler import ProviderScheduler
-from .turn import Turn, TurnPlan
+from .turn import RetrievalPlan, Turn, TurnPlan
 
 if TYPE_CHECKING:
     from ..cluster.gateway import Gateway
@@ -185,10 +191,17 @@ class Engine:
         log: EventLog | None = None,
         router: Router | None = None,
         role: Literal["embedded", "gateway", "worker"] | None = None,
+        tools: ToolRegistry | None = None,
+        retriever: Retriever | None = None,
     ) -> None:
         """``role``: ``embedded`` runs everything in this process; ``gateway`` (the default
         when ``[redis] url`` is set) accepts and relays turns that workers run; ``worker`` runs
-        turns taken from Redis (see :mod:`tokenwire.cluster`)."""
+        turns taken from Redis (see :mod:`tokenwire.cluster`).
+
+        ``tools``: the tools routes may name (default: the built-ins, if ``[tools] builtin``,
+        and the ``@tool`` functions of ``[tools] modules``). ``retriever``: what routes with
+        ``retrieval`` (and the ``kb_search`` tool) look passages up in (default: the built-in
+        knowledge base at ``[retrieval] url``, else the store's database)."""
         self.settings = settings if settings is not None else Settings()
         self.role = role or ("gateway" if self.settings.redis.url else "embedded")
         limits = self.settings.limits
@@ -229,6 +242,11 @@ class Engine:
             )
         )
         self.router.observe(RouterMetrics(self.metrics.registry).observe)
+        self.route_selector = RouteSelector(self.settings)
+        self.retriever: Retriever | None = retriever
+        self._owns_retriever = False
+        self.tools = tools if tools is not None else self._configured_tools()
+        self._check_routes()
         self._dispatches: set[asyncio.Task[None]] = set()
         self._route_results: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._recent: OrderedDict[str, Turn] = OrderedDict()
@@ -267,6 +285,52 @@ class Engine:
                 backoff_max_s=store.outbox_backoff_max_s,
                 results=self._route_results,
             )
+
+    def _needs_knowledge_base(self) -> bool:
+        kb_tool = self.settings.retrieval.kb_tool
+        return any(
+            route.retrieval is not None or (kb_tool and "kb_search" in route.tools)
+            for route in self.settings.routes.values()
+        )
+
+    def _knowledge_base(self) -> Retriever:
+        """The retriever routes use: the one given, else the built-in knowledge base."""
+        if self.retriever is None:
+            url = self.settings.retrieval.url or self.settings.store.url
+            if not url:
+                raise ValueError(
+                    "a route uses retrieval, but there is no knowledge base: set [retrieval] "
+                    "url (or [store] url, whose database holds it by default)"
+                )
+            self.retriever = open_knowledge_base(url)
+            self._owns_retriever = True
+        return self.retriever
+
+    def _configured_tools(self) -> ToolRegistry:
+        config = self.settings.tools
+        registry = builtin_registry() if config.builtin else ToolRegistry()
+        load_tool_modules(config.modules, registry)
+        return registry
+
+    def _check_routes(self) -> None:
+        """Every tool a route names exists (``kb_search`` is the knowledge base's tool). A
+        gateway runs no turns: its workers check their own."""
+        if self.role == "gateway":
+            return
+        if (
+            self.settings.retrieval.kb_tool
+            and "kb_search" not in self.tools
+            and self._needs_knowledge_base()
+        ):
+            if any("kb_search" in r.tools for r in self.settings.routes.values()):
+                self.tools.register(kb_search_tool(self._knowledge_base()))
+        for name, route in self.settings.routes.items():
+            unknown = [t for t in route.tools if t not in self.tools]
+            if unknown:
+                known = ", ".join(self.tools.names) or "none"
+                raise ValueError(
+                    f"route {name!r} names unknown tools {', '.join(unknown)} (known: {known})"
+                )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -326,6 +390,9 @@ class Engine:
         if self.store is not None:
             await self.store.aclose()
         await self.router.aclose()
+        if self._owns_retriever and self.retriever is not None:
+            with contextlib.suppress(Exception):
+                await self.retriever.aclose()
         self.hooks.close()
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
@@ -364,6 +431,7 @@ class Engine:
         turn it started is returned instead (``handle.joined``): a retried POST joins its
         stream rather than starting a second generation, even when the retries race. The same
         key with a different request is a :class:`RequestError` (``idempotency_conflict``)."""
+        received_at = time.perf_counter()
         if not isinstance(request, TurnRequest):
             try:
                 request = TurnRequest.model_validate(request)
@@ -374,7 +442,7 @@ class Engine:
                 request, tenant=tenant, idempotency_key=idempotency_key
             )
         if idempotency_key is None:
-            turn = await self._start(request, tenant)
+            turn = await self._start(request, tenant, received_at=received_at)
             return TurnHandle(turn, self.log)
         scoped = (tenant, idempotency_key)
         fingerprint = request.model_dump_json()
@@ -391,7 +459,7 @@ class Engine:
         self._idempotent[scoped] = entry
         self._trim(self._idempotent)
         try:
-            turn = await self._start(request, tenant)
+            turn = await self._start(request, tenant, received_at=received_at)
         except BaseException as exc:
             # A start that failed does not keep the key: the client may try again.
             if self._idempotent.get(scoped) is entry:
@@ -412,12 +480,31 @@ class Engine:
         *,
         stream_id: str | None = None,
         prior: Sequence[Event] = (),
+        received_at: float | None = None,
     ) -> Turn:
+        received_at = received_at if received_at is not None else time.perf_counter()
         self._admit()
-        plan = self._plan(request, tenant, stream_id=stream_id)
+        routed_at = time.perf_counter()
+        try:
+            choice = self.route_selector.choose(request, tenant)
+        except RequestError as exc:
+            self.metrics.rejected.labels(exc.code).inc()
+            raise
+        planned_at = time.perf_counter()
+        plan = self._plan(request, tenant, choice, stream_id=stream_id)
         if request.conversation_id is not None and self.store is not None:
             plan = await self._with_history(plan, request)
             self._admit()  # the world may have changed while the history loaded
+        self.metrics.route_choices.labels(
+            choice.route, choice.tier, choice.rule or ("request" if request.route else "default")
+        ).inc()
+        done_at = time.perf_counter()
+        # precheck: validation, admission, the plan and the history; route: the rules.
+        stages = {
+            "precheck": round((done_at - received_at - (planned_at - routed_at)) * 1000, 3),
+            "route": round((planned_at - routed_at) * 1000, 3),
+        }
+        plan = dataclasses.replace(plan, stages=stages, received_at=received_at)
         recorder = self._recorder
         turn = Turn(
             plan,
@@ -453,7 +540,9 @@ class Engine:
             validated = TurnRequest.model_validate(request)
         except ValidationError as exc:
             raise RequestError("invalid_request", validation_message(exc)) from None
-        turn = await self._start(validated, tenant, stream_id=stream_id, prior=prior)
+        turn = await self._start(
+            validated, tenant, stream_id=stream_id, prior=prior, received_at=time.perf_counter()
+        )
         return TurnHandle(turn, self.log)
 
     async def lookup(self, stream_id: str, *, tenant: str | None = None) -> TurnHandle:
@@ -573,6 +662,7 @@ class Engine:
                 "stream_id": stream_id,
                 "state": "active",
                 "route": turn.plan.route,
+                "tier": turn.tier,
                 "model": turn.model,
                 "created_at": turn.created_at,
                 "age_s": round(turn.age_s, 3),
@@ -613,13 +703,26 @@ class Engine:
             "record": record,
         }
 
+    def _tool_runner(self) -> Callable[[ToolCallRequest], Awaitable[ToolOutcome]]:
+        config = self.settings.tools
+        return functools.partial(
+            run_tool_call,
+            self.tools,
+            timeout_s=config.timeout_s,
+            max_chars=config.max_result_chars,
+        )
+
     def _extraction_plan(
-        self, request: TurnRequest, chain: tuple[Provider, ...]
+        self,
+        request: TurnRequest,
+        chain: tuple[Provider, ...],
+        route_default: Mapping[str, Any] | None = None,
     ) -> ExtractionPlan | None:
-        if request.extraction is None:
+        asked = request.extraction if request.extraction is not None else route_default
+        if asked is None:
             return None
         try:
-            spec = ExtractionSpec.model_validate(request.extraction)
+            spec = ExtractionSpec.model_validate(asked)
         except ValidationError as exc:
             raise RequestError(
                 "invalid_request", "extraction: " + validation_message(exc)
@@ -863,18 +966,17 @@ class Engine:
         return self._route_results.get(stream_id)
 
     def _plan(
-        self, request: TurnRequest, tenant: str | None, *, stream_id: str | None = None
+        self,
+        request: TurnRequest,
+        tenant: str | None,
+        choice: RouteChoice,
+        *,
+        stream_id: str | None = None,
     ) -> TurnPlan:
         settings = self.settings
-        route_name = request.route or settings.default_route
-        route = settings.routes.get(route_name)
-        if route is None:
-            self.metrics.rejected.labels("unknown_route").inc()
-            raise RequestError(
-                "unknown_route",
-                f"unknown route {route_name!r}; configured: {', '.join(sorted(settings.routes))}",
-            )
-        chain = tuple(self.providers[name] for name in route.providers)
+        route_name, route = choice.route, choice.settings
+        tiered = route.chain(choice.tier)
+        chain = tuple(self.providers[name] for _, name in tiered)
         if request.script is not None:
             if not all(isinstance(p, ScriptedProvider) for p in chain):
                 raise RequestError(
@@ -898,7 +1000,7 @@ class Engine:
         messages = [Message(m.role, m.content) for m in chat]
         if route.system_prompt:
             messages.insert(0, Message("system", route.system_prompt))
-        extraction = self._extraction_plan(request, chain)
+        extraction = self._extraction_plan(request, chain, route.extraction)
         if extraction is not None and extraction.strategy == "inline":
             # The answering call writes the block too: tell it how, after any system prompt.
             messages.insert(
@@ -913,8 +1015,25 @@ class Engine:
             tenant=tenant,
             request=request.model_dump(mode="json", exclude_none=True),
             route=route_name,
+            tier=choice.tier,
+            tiers=tuple(tier for tier, _ in tiered),
             providers=chain,
-            schedulers=tuple(self.schedulers.get(name) for name in route.providers),
+            schedulers=tuple(self.schedulers.get(name) for _, name in tiered),
+            tools=self.tools.specs(route.tools),
+            run_tool=self._tool_runner() if route.tools else None,
+            tool_choice=route.tool_choice,
+            max_tool_steps=route.max_tool_steps,
+            retrieval=(
+                RetrievalPlan(
+                    retriever=self._knowledge_base(),
+                    top_k=route.retrieval.top_k,
+                    max_chars=route.retrieval.max_chars,
+                    min_score=route.retrieval.min_score,
+                    timeout_s=route.retrieval.timeout_s,
+                )
+                if route.retrieval is not None
+                else None
+            ),
             generation=GenerationRequest(
                 messages=tuple(messages),
                 max_tokens=max_tokens,

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_STAGE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class EngineMetrics:
@@ -116,6 +117,34 @@ class EngineMetrics:
             "Scale-out: turns of a lost worker taken over, by outcome (rerun, worker_lost, "
             "finished: the lost worker had written the end already, given_up: the turn had "
             "lost too many workers to run again).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+        self.stages = Histogram(
+            "tokenwire_stage_seconds",
+            "Time a turn spent in each stage (precheck, route, retrieval, tool, first_token, "
+            "stream, extract, post_process, persist, total).",
+            ["stage"],
+            registry=self.registry,
+            buckets=_STAGE_BUCKETS,
+        )
+        self.route_choices = Counter(
+            "tokenwire_route_choices_total",
+            "Turns started, by route, tier and the routing rule that chose them (`request`: "
+            "the request named its route; `default`: no rule matched).",
+            ["route", "tier", "rule"],
+            registry=self.registry,
+        )
+        self.tool_calls = Counter(
+            "tokenwire_tool_calls_total",
+            "Tool calls run, by tool and outcome (ok, empty: ok but nothing usable, error).",
+            ["tool", "outcome"],
+            registry=self.registry,
+        )
+        self.retrievals = Counter(
+            "tokenwire_retrievals_total",
+            "Knowledge-base look-ups before generation, by outcome (hits, none, error).",
             ["outcome"],
             registry=self.registry,
         )

@@ -8,6 +8,8 @@ first lacked, never overwrites them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from ..providers import SourceChunk
@@ -31,6 +33,13 @@ class SourceCollector:
             if value and name not in detail:
                 detail[name] = value
 
+    def extend(self, chunks: Iterable[SourceChunk]) -> None:
+        for chunk in chunks:
+            self.add(chunk)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
     def clear(self) -> None:
         """Forget an attempt's sources (a retry or fallback answers anew)."""
         self._by_key.clear()
@@ -42,3 +51,61 @@ class SourceCollector:
     @property
     def details(self) -> list[dict[str, Any]]:
         return [dict(detail) for detail in self._by_key.values()]
+
+
+_URL = re.compile(r"https?://[^\s<>()\[\]{}\"'`]+")
+_URL_TAIL = ".,;:!?*_~"
+
+
+def urls_in_text(text: str) -> list[SourceChunk]:
+    """The last resort: the http(s) URLs an answer mentions, in order (trailing punctuation
+    and a markdown link's closing parenthesis are not part of them)."""
+    return [
+        SourceChunk(url=match.group(0).rstrip(_URL_TAIL), origin="text")
+        for match in _URL.finditer(text)
+    ]
+
+
+def structured_sources(data: Any, *, origin: str) -> list[SourceChunk]:
+    """Sources in a structured payload (an extraction's data, a tool's result): a ``sources``
+    (or ``citations``) list of URL strings or objects with ``url``/``id``/``title``/``snippet``;
+    an object that has a ``url`` itself; or a list of such objects (a search result)."""
+    found: list[SourceChunk] = []
+    if isinstance(data, dict):
+        listed = data.get("sources", data.get("citations"))
+        if isinstance(listed, list):
+            for item in listed:
+                found.extend(_one_source(item, origin))
+        found.extend(_one_source(data, origin) if "url" in data else ())
+        for value in data.values():
+            if isinstance(value, list) and value is not listed:
+                for item in value:
+                    if isinstance(item, dict) and "url" in item:
+                        found.extend(_one_source(item, origin))
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and ("url" in item or "id" in item):
+                found.extend(_one_source(item, origin))
+    return found
+
+
+def _one_source(item: Any, origin: str) -> list[SourceChunk]:
+    if isinstance(item, str):
+        return [SourceChunk(url=item, origin=origin)] if item.strip() else []
+    if not isinstance(item, dict):
+        return []
+    url = item.get("url")
+    ident = item.get("id")
+    if not isinstance(url, str) and not isinstance(ident, str):
+        return []
+    title = item.get("title")
+    snippet = item.get("snippet", item.get("text"))
+    return [
+        SourceChunk(
+            url=url if isinstance(url, str) and url else None,
+            id=ident if isinstance(ident, str) and ident else None,
+            title=title if isinstance(title, str) else None,
+            snippet=snippet[:280] if isinstance(snippet, str) else None,
+            origin=origin,
+        )
+    ]

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..bus import EventLog
 from ..protocol import (
@@ -34,6 +34,7 @@ from ..protocol import (
     Status,
     TextDone,
     ToolCall,
+    ToolResult,
     TurnLifecycle,
     Usage,
 )
@@ -42,20 +43,26 @@ from ..providers import (
     Begin,
     Finish,
     GenerationRequest,
+    Message,
     Provider,
     ProviderError,
     SourceChunk,
     TextChunk,
     ToolCallChunk,
+    ToolCallRequest,
+    ToolSpec,
     UsageChunk,
 )
+from ..retrieval import Passage, Retriever
+from ..tools import ToolOutcome
 from .coalesce import Coalescer
 from .extraction import ExtractionPlan, Extractor, with_answer_hash
 from .hooks import Hooks
 from .metrics import EngineMetrics
-from .postprocess import canonical_answer
+from .passages import context_message, ordered_sources, select
+from .postprocess import canonical_answer, cited_numbers
 from .scheduler import Priority, ProviderScheduler
-from .sources import SourceCollector
+from .sources import SourceCollector, structured_sources, urls_in_text
 
 logger = logging.getLogger("tokenwire.turn")
 
@@ -65,6 +72,17 @@ _FINISH_REASONS = {
     "length": Reason.LENGTH,
     "content_filter": Reason.CONTENT_FILTER,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalPlan:
+    """A route's look-up before generation (``[routes.X.retrieval]``)."""
+
+    retriever: Retriever
+    top_k: int = 4
+    max_chars: int = 3000
+    min_score: float | None = None
+    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +96,20 @@ class TurnPlan:
     schedulers: tuple[ProviderScheduler | None, ...] = ()
     """One per provider (None: unscheduled); empty: none at all."""
     extraction: ExtractionPlan | None = None
+    tier: str = "default"
+    """The model tier chosen for the turn (``start.tier``)."""
+    tiers: tuple[str, ...] = ()
+    """The tier of each provider in ``providers`` (empty: all of ``tier``)."""
+    tools: tuple[ToolSpec, ...] = ()
+    """Tools the model may call; the turn runs them with ``run_tool``."""
+    run_tool: Callable[[ToolCallRequest], Awaitable[ToolOutcome]] | None = None
+    tool_choice: Literal["auto", "required"] = "auto"
+    max_tool_steps: int = 4
+    retrieval: RetrievalPlan | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    """Milliseconds of the stages before the turn existed (precheck, route)."""
+    received_at: float | None = None
+    """``time.perf_counter()`` when the request arrived: ``timings.total`` counts from it."""
     on_disconnect: str = "cancel"
     """What the departure of the client that started the turn does: ``cancel`` stops it now;
     ``continue`` keeps it running ``disconnect_grace_s`` for a reader to come back."""
@@ -159,7 +191,7 @@ class Turn:
         # Deadlines and coalescing run on the loop's clock (timers need it); timings use
         # perf_counter, since uvloop's clock has only millisecond resolution.
         self._t0 = self._loop.time()
-        self._p0 = time.perf_counter()
+        self._p0 = plan.received_at if plan.received_at is not None else time.perf_counter()
         self._begin_at: float | None = None
         self._first_at: float | None = None
         self._last_content_at = 0.0
@@ -171,8 +203,20 @@ class Turn:
         self.readers = 0
         self._grace: asyncio.TimerHandle | None = None
         self._usage: UsageChunk | None = None
+        self._earlier_usage: UsageChunk | None = None
+        """What the tool loop's earlier model calls used (``done.usage`` is the turn's sum)."""
         self._tool_calls: dict[int, _ToolCallParts] = {}
-        self._sources = SourceCollector()
+        self._messages: tuple[Message, ...] = plan.generation.messages
+        self._passages: list[Passage] = []
+        self._found_sources: list[SourceChunk] = []
+        """Sources of tool results and of the provider attempts that answered, in order."""
+        self._attempt_sources: list[SourceChunk] = []
+        self._attempt_text = False
+        self._tools_with_results: dict[str, None] = {}
+        self._tool_runs: dict[str, int] = {}
+        self._in_tools = False
+        self._stage_ms: dict[str, float] = dict(plan.stages)
+        self.tier = plan.tier
         self._coalescer = Coalescer(plan.coalesce_window_s, plan.coalesce_max_chars)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._text_closed = False
@@ -277,6 +321,7 @@ class Turn:
                 model=self.model or "",
                 route=self.plan.route,
                 created_at=self.created_at,
+                tier=self.plan.tier,
             )
         )
 
@@ -294,6 +339,8 @@ class Turn:
             if self._stop_reason is not None:
                 outcome = _Outcome(self._stop_reason, "stopped before it started")
             else:
+                if self.plan.retrieval is not None:
+                    await self._retrieve(self.plan.retrieval)
                 if self.extractor is not None and self.extractor.plan.strategy == "parallel":
                     self._parallel = self._loop.create_task(self.extractor.run(None))
                 outcome = await self._generate()
@@ -321,6 +368,7 @@ class Turn:
         if held is None:
             return
         assert self._persist is not None
+        started = time.perf_counter()
         write = asyncio.ensure_future(self._persist(held))
         try:
             # Shielded: a cancel arriving now must not tear the write in half; the recorder
@@ -332,31 +380,180 @@ class Turn:
                 task.uncancel()
         except Exception:
             logger.exception("turn %s: writing its record failed", self.stream_id)
+        # The event tells how long its own record took to write (the record cannot).
+        now = time.perf_counter()
+        persist_s = now - started
+        self._metrics.stages.labels("persist").observe(persist_s)
+        timings = {**held.timings, "persist": _ms(persist_s), "total": _ms(now - self._p0)}
+        held = dataclasses.replace(held, timings=timings)
+        if self.terminal is not None:
+            self.terminal = held
         self._publish(held)
 
+    async def _retrieve(self, retrieval: RetrievalPlan) -> None:
+        """Look the last user message up; the passages found go into the prompt. A failing or
+        slow knowledge base costs the answer its passages, never the turn."""
+        self._emit(Status(phase=Phase.RETRIEVING))
+        users = [m.content for m in self._messages if m.role == "user"]
+        started = time.perf_counter()
+        found: list[Passage] = []
+        try:
+            async with asyncio.timeout(retrieval.timeout_s):
+                found = await retrieval.retriever.search(
+                    users[-1] if users else "", limit=retrieval.top_k
+                )
+            outcome = "hits" if found else "none"
+        except Exception as exc:
+            logger.warning("turn %s: retrieval failed: %s", self.stream_id, exc)
+            outcome = "error"
+        self._stage_ms["retrieval"] = _ms(time.perf_counter() - started)
+        self._metrics.retrievals.labels(outcome).inc()
+        self._passages = select(found, max_chars=retrieval.max_chars, min_score=retrieval.min_score)
+        if self._passages:
+            # After the route's own system messages, before the conversation.
+            messages = list(self._messages)
+            at = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+            messages.insert(at, context_message(self._passages, max_chars=retrieval.max_chars))
+            self._messages = tuple(messages)
+
     async def _generate(self) -> _Outcome:
+        """The tool loop: call the model; while it calls tools (and steps remain), run them,
+        give it their results and call it again. Each call retries and falls back on its own
+        (a retry never repeats a tool that ran: its result is in the request)."""
+        plan = self.plan
+        messages = list(self._messages)
+        start = 0
+        step = 1
+        while True:
+            offered = plan.tools if step < plan.max_tool_steps else ()
+            request = dataclasses.replace(
+                plan.generation,
+                messages=tuple(messages),
+                tools=offered,
+                tool_choice=plan.tool_choice if step == 1 else "auto",
+                step=step,
+            )
+            text_mark = len(self.lifecycle.streamed_text)
+            outcome, start = await self._call_chain(request, start)
+            calls = self._take_tool_calls(outcome)
+            if not calls or not plan.tools:
+                return outcome  # no calls, or calls the application runs itself
+            if not offered:
+                for call in calls:
+                    self._emit(
+                        ToolResult(
+                            call_id=call.call_id,
+                            ok=False,
+                            summary=f"not run: the turn's {plan.max_tool_steps} steps are used up",
+                        )
+                    )
+                return _Outcome(
+                    Reason.TOOL_LIMIT,
+                    "the model still called tools on its last step",
+                    model=outcome.model,
+                )
+            said = self.lifecycle.streamed_text[text_mark:]
+            self._bank_usage()
+            results = await self._run_tools(calls)
+            messages.append(Message("assistant", said, tool_calls=tuple(calls)))
+            messages.extend(
+                Message("tool", r.content, tool_call_id=r.call_id, name=r.name) for r in results
+            )
+            self._emit(Status(phase=Phase.GENERATING))
+            step += 1
+
+    async def _call_chain(self, request: GenerationRequest, start: int) -> tuple[_Outcome, int]:
+        """One model call with retries and fallback, from provider ``start`` of the chain (the
+        one that answered the previous step). Returns the outcome and whose it is."""
         plan = self.plan
         last: _Outcome | None = None
+        last_index = start
         schedulers = plan.schedulers or (None,) * len(plan.providers)
-        for provider, scheduler in zip(plan.providers, schedulers, strict=True):
+        chain = list(zip(plan.providers, schedulers, strict=True))
+        for index in range(start, len(chain)):
+            provider, scheduler = chain[index]
             for try_no in range(1, plan.attempts_per_provider + 1):
                 if try_no > 1:
                     await self._backoff(try_no, last)
                 self.attempts += 1
-                outcome = await self._attempt(provider, self.attempts, scheduler)
+                outcome = await self._attempt(provider, request, self.attempts, scheduler)
                 self._metrics.provider_attempts.labels(provider.name, outcome.reason.value).inc()
-                if self.lifecycle.visible or outcome.reason not in (
+                shown = self.lifecycle.visible if request.step == 1 else self._attempt_text
+                if shown or outcome.reason not in (
                     Reason.UPSTREAM_ERROR,
                     Reason.UPSTREAM_TRUNCATED,
                 ):
-                    return outcome
-                last = outcome
+                    self._found_sources.extend(self._attempt_sources)
+                    if plan.tiers:
+                        self.tier = plan.tiers[index]
+                    return outcome, index
+                last, last_index = outcome, index
                 if not outcome.retryable:
                     break
                 if outcome.retry_after is not None and outcome.retry_after > plan.backoff_max_s:
                     break  # the upstream asks for a longer pause than we wait: fall back now
         assert last is not None, "a route has at least one provider"
-        return last
+        return last, last_index
+
+    def _take_tool_calls(self, outcome: _Outcome) -> list[ToolCallRequest]:
+        """The calls the model finished making in this call, announced as ``tool.call`` events
+        (after the text it wrote before them). A call cut off mid-arguments is not announced."""
+        parts, self._tool_calls = self._tool_calls, {}
+        if outcome.reason is not Reason.STOP:
+            return []
+        calls = [
+            ToolCallRequest(
+                call_id=part.call_id or f"call_{self.stream_id[-8:]}_{self.attempts}_{index}",
+                name=part.name,
+                arguments="".join(part.arguments),
+            )
+            for index, part in sorted(parts.items())
+            if part.name
+        ]
+        if calls:
+            now = self._loop.time()
+            pending = self._coalescer.flush(now)
+            if pending is not None:
+                self._delta(pending, now)
+            for call in calls:
+                self._emit(ToolCall(call_id=call.call_id, name=call.name, arguments=call.arguments))
+        return calls
+
+    async def _run_tools(self, calls: list[ToolCallRequest]) -> list[ToolOutcome]:
+        """Run the calls at once; each ``tool.result`` goes out as its tool finishes. The
+        deadlines wait (tools have their own timeout); the total deadline still holds."""
+        run_tool = self.plan.run_tool
+        assert run_tool is not None, "a plan with tools has a runner"
+        self._emit(Status(phase=Phase.CALLING_TOOLS))
+        self._in_tools = True
+        self._rearm()
+        tasks = [asyncio.ensure_future(run_tool(call)) for call in calls]
+        started = time.perf_counter()
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                self._tool_finished(await next_done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._stage_ms["tools"] = self._stage_ms.get("tools", 0.0) + _ms(
+                time.perf_counter() - started
+            )
+            self._in_tools = False
+            self._last_content_at = self._loop.time()
+            self._rearm()
+        return [task.result() for task in tasks]
+
+    def _tool_finished(self, result: ToolOutcome) -> None:
+        self._emit(ToolResult(call_id=result.call_id, ok=result.ok, summary=result.summary))
+        runs = self._tool_runs[result.name] = self._tool_runs.get(result.name, 0) + 1
+        key = f"tool.{result.name}" if runs == 1 else f"tool.{result.name}.{runs}"
+        self._stage_ms[key] = _ms(result.elapsed_s)
+        self._metrics.stages.labels("tool").observe(result.elapsed_s)
+        label = "ok" if result.usable else ("empty" if result.ok else "error")
+        self._metrics.tool_calls.labels(result.name, label).inc()
+        if result.usable:
+            self._tools_with_results.setdefault(result.name)
+        self._found_sources.extend(result.sources)
 
     async def _backoff(self, try_no: int, last: _Outcome | None) -> None:
         """Sleep before a retry (a deadline passing meanwhile stops the turn)."""
@@ -371,28 +568,36 @@ class Turn:
         )
 
     async def _attempt(
-        self, provider: Provider, attempt: int, scheduler: ProviderScheduler | None
+        self,
+        provider: Provider,
+        request: GenerationRequest,
+        attempt: int,
+        scheduler: ProviderScheduler | None,
     ) -> _Outcome:
         """One call of one provider, admitted by its scheduler as interactive work."""
         if scheduler is None:
-            return await self._stream(provider, attempt)
-        request = self.plan.generation
+            return await self._stream(provider, request, attempt)
         estimate = request.max_tokens + sum(len(m.content) for m in request.messages) // 4
         async with scheduler.slot(Priority.INTERACTIVE, tokens=estimate) as grant:
             self.scheduler_wait_s += grant.waited_s
             self._metrics.queue_wait.labels(provider.name, "interactive").observe(grant.waited_s)
-            outcome = await self._stream(provider, attempt)
+            outcome = await self._stream(provider, request, attempt)
             if self._usage is not None:
                 grant.used(self._usage.input_tokens + self._usage.output_tokens)
             return outcome
 
-    async def _stream(self, provider: Provider, attempt: int) -> _Outcome:
-        request = dataclasses.replace(self.plan.generation, attempt=attempt)
-        if self._inline and attempt > 1:
+    async def _stream(
+        self, provider: Provider, request: GenerationRequest, attempt: int
+    ) -> _Outcome:
+        request = dataclasses.replace(request, attempt=attempt)
+        if self._inline and attempt > 1 and request.step == 1:
             assert self.extractor is not None
             self.extractor.restart_inline()
         finish: Finish | None = None
-        self._sources.clear()  # only the attempt that answers has sources
+        # Only the attempt that answers counts: its sources, its tool calls.
+        self._attempt_sources = []
+        self._tool_calls = {}
+        self._attempt_text = False
         stream = provider.stream(request)
         loop = self._loop
         try:
@@ -402,6 +607,7 @@ class Turn:
                         recorded, self._recorded = self._recorded, None
                         await recorded()
                     self.tokens += 1
+                    self._attempt_text = self._attempt_text or bool(chunk.text)
                     now = self._last_content_at = loop.time()
                     if not self._content_seen:
                         self._first_content()
@@ -425,7 +631,7 @@ class Turn:
                 elif type(chunk) is UsageChunk:
                     self._usage = chunk
                 elif type(chunk) is SourceChunk:
-                    self._sources.add(chunk)
+                    self._attempt_sources.append(chunk)
                 elif type(chunk) is Finish:
                     finish = chunk
                     break
@@ -488,7 +694,7 @@ class Turn:
                 if self._parallel is not None:
                     await self._parallel
                 else:
-                    await extractor.run(canonical_answer(self.lifecycle.streamed_text))
+                    await extractor.run(self._answer(self.lifecycle.streamed_text))
         except TimeoutError:
             self._cancel_parallel()
             extractor.timed_out()
@@ -519,7 +725,7 @@ class Turn:
     def _deadline(self) -> tuple[float, Reason]:
         """The deadline in force now: first-token until content arrived, then idle; total
         whenever it comes first."""
-        if self._extracting:  # the text is over; the extraction has its own timeout
+        if self._extracting or self._in_tools:  # both have their own timeouts
             at, reason = math.inf, Reason.TIMEOUT_TOTAL
         elif not self._content_seen:
             at, reason = self._first_token_at, Reason.TIMEOUT_FIRST_TOKEN
@@ -532,6 +738,10 @@ class Turn:
     def _first_content(self) -> None:
         """The first-token deadline is met; the idle one takes over (re-arm the watchdog)."""
         self._content_seen = True
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The deadline in force changed: restart the watchdog on it."""
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watch()
@@ -627,6 +837,9 @@ class Turn:
         self._metrics.output_tokens.inc(self.tokens)
         terminal = self.terminal
         if terminal is not None:
+            for stage, ms in terminal.timings.items():
+                if stage in _STAGE_METRICS:
+                    self._metrics.stages.labels(stage).observe(ms / 1000)
             reason = terminal.reason.value if isinstance(terminal, Done) else terminal.code
             self._metrics.terminals.labels(terminal.type, reason).inc()
 
@@ -643,16 +856,6 @@ class Turn:
         pending = self._coalescer.flush(now)
         if pending is not None:
             self._delta(pending, now)
-        for index in sorted(self._tool_calls):
-            parts = self._tool_calls[index]
-            if parts.name:
-                self._emit(
-                    ToolCall(
-                        call_id=parts.call_id or f"call_{index}",
-                        name=parts.name,
-                        arguments="".join(parts.arguments),
-                    )
-                )
         success = not outcome.reason.is_partial
         if success or self.lifecycle.visible:
             self._emit(TextDone(text=self.lifecycle.streamed_text))
@@ -672,7 +875,9 @@ class Turn:
             if usage is not None:
                 self._emit(usage)
         post_started = time.perf_counter()
-        answer = canonical_answer(text)
+        answer = self._answer(text)
+        structured = self._structured(answer)
+        sources = self._sources(text, answer, structured)
         post_ms = (time.perf_counter() - post_started) * 1000
         done = self._emit(
             Done(
@@ -682,6 +887,7 @@ class Turn:
                 reason=reason,
                 model=outcome.model or self.model,
                 route=self.plan.route,
+                tier=self.tier,
                 attempts=self.attempts,
                 usage=(
                     {
@@ -692,9 +898,10 @@ class Turn:
                     if usage is not None
                     else None
                 ),
-                sources=self._sources.keys,
-                source_details=self._sources.details,
-                structured=self._structured(answer),
+                sources=sources.keys,
+                source_details=sources.details,
+                structured=structured,
+                tools_with_results=list(self._tools_with_results),
                 context=self.plan.context,
                 timings=self._timings(post_process_ms=post_ms),
             )
@@ -724,12 +931,13 @@ class Turn:
             return
         event = self._emit(
             Done(
-                answer=canonical_answer(self.lifecycle.streamed_text),
+                answer=self._answer(self.lifecycle.streamed_text),
                 status="incomplete",
                 partial=True,
                 reason=outcome.reason if outcome.reason.is_partial else Reason.UPSTREAM_ERROR,
                 model=self.model,
                 route=self.plan.route,
+                tier=self.tier,
                 attempts=self.attempts,
                 timings=self._timings(),
             )
@@ -737,12 +945,46 @@ class Turn:
         assert isinstance(event, Done)
         self.terminal = event
 
+    def _answer(self, streamed: str) -> str:
+        return canonical_answer(streamed, citations=len(self._passages))
+
+    def _sources(
+        self, streamed: str, answer: str, structured: dict[str, object] | None
+    ) -> SourceCollector:
+        """The answer's sources, in order: the retrieved passages (the cited ones first), what
+        tools and the provider reported, what the structured data lists; only when none of
+        those exist, the URLs the answer itself mentions."""
+        sources = SourceCollector()
+        cited = cited_numbers(streamed, citations=len(self._passages))
+        sources.extend(ordered_sources(self._passages, cited))
+        sources.extend(self._found_sources)
+        if structured is not None and structured.get("data") is not None:
+            sources.extend(structured_sources(structured["data"], origin="structured"))
+        if not sources:
+            sources.extend(urls_in_text(answer))
+        return sources
+
+    def _bank_usage(self) -> None:
+        """A model call of the tool loop ended: add what it used to the turn's sum."""
+        used, self._usage = self._usage, None
+        if used is None:
+            return
+        earlier = self._earlier_usage
+        if earlier is not None:
+            used = UsageChunk(
+                input_tokens=earlier.input_tokens + used.input_tokens,
+                output_tokens=earlier.output_tokens + used.output_tokens,
+                estimated=earlier.estimated or used.estimated,
+            )
+        self._earlier_usage = used
+
     def _usage_event(self) -> Usage | None:
-        if self._usage is not None:
+        self._bank_usage()
+        if self._earlier_usage is not None:
             return Usage(
-                input_tokens=self._usage.input_tokens,
-                output_tokens=self._usage.output_tokens,
-                estimated=self._usage.estimated,
+                input_tokens=self._earlier_usage.input_tokens,
+                output_tokens=self._earlier_usage.output_tokens,
+                estimated=self._earlier_usage.estimated,
             )
         if self.tokens == 0 and self._begin_at is None:
             return None
@@ -757,7 +999,7 @@ class Turn:
         def ms(seconds: float) -> float:
             return round(seconds * 1000, 2)
 
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = dict(self._stage_ms)
         if self._begin_at is not None:
             timings["queued"] = ms(self._begin_at - t0)  # scheduler wait included
         if self.scheduler_wait_s:
@@ -773,6 +1015,16 @@ class Turn:
         timings["total"] = ms(now - t0)
         return timings
 
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+_STAGE_METRICS = frozenset(
+    {"precheck", "route", "retrieval", "first_token", "stream", "extract", "post_process", "total"}
+)
+"""``timings`` keys observed in ``tokenwire_stage_seconds`` when a turn ends (``persist`` and
+each ``tool`` call are observed where they happen)."""
 
 _CLOCK_SLACK_S = 0.001
 """A timer may fire up to this early (uvloop's clock counts milliseconds)."""
