@@ -345,6 +345,17 @@ def test_tool_calls_are_dynamic_tool_parts() -> None:
         {"type": "tool-output-available", "toolCallId": "c1", "output": "found", "dynamic": True},
         {"type": "tool-output-error", "toolCallId": "c2", "errorText": "boom", "dynamic": True},
     ]
+    # tokenwire ran both tools (a route with tools): nothing is left for the client to run.
+    assert chunks[-1]["messageMetadata"]["finishReason"] == "stop"
+
+
+def test_calls_without_results_are_left_to_the_client() -> None:
+    chunks = translate(
+        start(),
+        ToolCall(call_id="c1", name="lookup", arguments='{"q": "x"}'),
+        TextDone(text=""),
+        done(answer=""),
+    )
     assert chunks[-1]["messageMetadata"]["finishReason"] == "tool-calls"
 
 

@@ -190,6 +190,7 @@ class UIMessageTranslator:
         if event.call_id not in self._tool_calls:
             # The SDK refuses an output for a call it has not seen (it throws).
             return []
+        self._tool_calls.discard(event.call_id)  # tokenwire ran it: not the client's to run
         if event.ok:
             return [
                 {
@@ -232,7 +233,7 @@ class UIMessageTranslator:
             chunks.append({"type": "error", "errorText": text})
         finish_reason = _FINISH_REASONS.get(done.reason, "error")
         if finish_reason == "stop" and self._tool_calls:
-            finish_reason = "tool-calls"
+            finish_reason = "tool-calls"  # calls left for the client (no result from tokenwire)
         metadata: dict[str, Any] = {
             "finishReason": finish_reason,
             "reason": done.reason.value,

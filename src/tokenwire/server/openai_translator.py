@@ -213,8 +213,9 @@ class ChunkTranslator:
             elif isinstance(event, Done | Error):
                 frames += self.open()
                 frames += self._end(event)
-            # status, usage (done carries it), text.done: nothing to say. tool.* and
-            # structured.* cannot occur: requests with tools or response formats are refused.
+            # status, usage (done carries it), text.done: nothing to say. structured.* cannot
+            # occur (requests with response formats are refused); tool.* are the calls of tools
+            # a route runs itself: the client sees their effect in the text, not the calls.
         return frames
 
     def _end(self, terminal: Done | Error) -> list[Frame]:

@@ -133,9 +133,19 @@ export class TurnView {
     this.text.replaceChildren(document.createTextNode(text));
   }
 
-  addTool(name, args) {
+  addTool(callId, name, args) {
     this.tools.hidden = false;
-    this.tools.append(el("li", { class: "tool" }, el("code", { text: `${name}(${args})` })));
+    const item = el("li", { class: "tool" }, el("code", { text: `${name}(${args})` }));
+    if (callId) item.dataset.callId = callId;
+    this.tools.append(item);
+  }
+
+  /** A tool finished: its item says whether it worked, and what it returned (one line). */
+  setToolResult(callId, ok, summary) {
+    const item = [...this.tools.children].find((li) => li.dataset.callId === callId);
+    if (!item) return;
+    item.dataset.ok = ok ? "true" : "false";
+    item.append(el("span", { class: "tool-result", text: ` → ${ok ? "" : "failed: "}${summary}` }));
   }
 
   /** The insights panel from the structured channel: waiting, partial, done, error, skipped. */

@@ -117,9 +117,15 @@ export class Turn {
         }
         break;
       case "tool.call":
-        this.tools.push({ name: event.name, arguments: event.arguments });
-        view.addTool(event.name, event.arguments);
+        this.tools.push({ callId: event.call_id, name: event.name, arguments: event.arguments });
+        view.addTool(event.call_id, event.name, event.arguments);
         break;
+      case "tool.result": {
+        const tool = this.tools.find((t) => t.callId === event.call_id);
+        if (tool) Object.assign(tool, { ok: event.ok, summary: event.summary });
+        view.setToolResult(event.call_id, event.ok, event.summary);
+        break;
+      }
       case "structured.partial":
         this.structured = { state: "partial", data: event.data };
         view.setInsights(this.structured);
@@ -207,7 +213,10 @@ export class Turn {
     this.text = final.text;
     this.view.replaceText(final.text);
     this.tools = final.tools ?? [];
-    for (const tool of this.tools) this.view.addTool(tool.name, tool.arguments);
+    for (const tool of this.tools) {
+      this.view.addTool(tool.callId, tool.name, tool.arguments);
+      if (tool.ok !== undefined) this.view.setToolResult(tool.callId, tool.ok, tool.summary);
+    }
     this.structured = final.structured;
     if (this.structured) this.view.setInsights(this.structured);
     this.ttftMs = final.ttftMs;
