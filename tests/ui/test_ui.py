@@ -396,6 +396,27 @@ async def test_source_cards_render_as_text_and_safe_links(browser: Browser) -> N
         await expect(cards.nth(2).get_by_role("link")).to_have_text("example.com")
 
 
+async def test_tool_calls_show_with_their_results(browser: Browser) -> None:
+    config = settings(routes={"default": {"providers": ["s"], "tools": ["calculator"]}})
+    script = {
+        "tokens": [],
+        "tool_calls": [
+            {"name": "calculator", "arguments": ['{"expression": "6*7"}'], "call_id": "ok1"},
+            {"name": "calculator", "arguments": ['{"expression": "x"}'], "call_id": "bad1"},
+        ],
+        "then": [{"tokens": ["It is 42."]}],
+    }
+    async with open_ui(browser, config) as ui:
+        turn = await ui.finished(await ui.ask("6 times 7?", script=script))
+        await expect(answer_of(turn)).to_have_text("It is 42.")
+        tools = turn.get_by_role("list", name="Tool calls").locator(".tool")
+        await expect(tools).to_have_count(2)
+        await expect(tools.nth(0)).to_have_attribute("data-ok", "true")
+        await expect(tools.nth(0)).to_contain_text('calculator({"expression": "6*7"}) → 42')
+        await expect(tools.nth(1)).to_have_attribute("data-ok", "false")
+        await expect(tools.nth(1)).to_contain_text("failed: error: ValueError")
+
+
 async def test_a_failed_turn_and_a_timed_out_turn_get_their_badges(browser: Browser) -> None:
     config = settings(deadlines={"idle_s": 0.3})
     async with open_ui(browser, config) as ui:
