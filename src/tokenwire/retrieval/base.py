@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, Self, TypedDict, runtime_checkable
 from urllib.parse import quote, urldefrag, urljoin
 
 from .chunking import Chunk, chunk_document, document_kind
@@ -40,6 +40,13 @@ class Passage:
     text: str
     score: float
     """Higher is better; comparable between passages of one search only."""
+
+
+def passage_of_row(row: Sequence[Any]) -> Passage:
+    """A search result row, ``(id, document_id, title, url, text, score)``, as a passage."""
+    return Passage(
+        id=row[0], document_id=row[1], title=row[2], url=row[3], text=row[4], score=float(row[5])
+    )
 
 
 @runtime_checkable

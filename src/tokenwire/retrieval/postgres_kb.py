@@ -26,6 +26,7 @@ from .base import (
     KnowledgeBase,
     Passage,
     PreparedDocument,
+    passage_of_row,
     removal_keys,
 )
 from .query import query_terms
@@ -153,17 +154,7 @@ class PostgresKnowledgeBase(KnowledgeBase):
             return []
         async with await self._connection() as conn:
             rows = (await conn.execute(text(_SEARCH), {"terms": terms, "limit": limit})).all()
-        return [
-            Passage(
-                id=row[0],
-                document_id=row[1],
-                title=row[2],
-                url=row[3],
-                text=row[4],
-                score=float(row[5]),
-            )
-            for row in rows
-        ]
+        return [passage_of_row(row) for row in rows]
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from .base import (
     KnowledgeBase,
     Passage,
     PreparedDocument,
+    passage_of_row,
     removal_keys,
 )
 from .query import fts5_match_expression, query_terms
@@ -209,17 +210,7 @@ class SQLiteKnowledgeBase(KnowledgeBase):
             return connection.execute(_SEARCH, (expression, limit)).fetchall()
 
         rows = await self._run(run)
-        return [
-            Passage(
-                id=row[0],
-                document_id=row[1],
-                title=row[2],
-                url=row[3],
-                text=row[4],
-                score=float(row[5]),
-            )
-            for row in rows
-        ]
+        return [passage_of_row(row) for row in rows]
 
     # -- writes -------------------------------------------------------------------------------
 
