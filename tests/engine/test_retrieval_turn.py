@@ -123,3 +123,29 @@ async def test_a_broken_knowledge_base_costs_the_passages_not_the_turn(tmp_path:
         assert done.status == "completed" and done.sources == []
         assert "retrieval" in done.timings
         assert 'tokenwire_retrievals_total{outcome="error"} 1.0' in engine.metrics.render().decode()
+
+
+async def test_sources_listed_in_the_structured_data_are_sources_too(tmp_path: Path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "sources": {"type": "array"}},
+        "required": ["answer", "sources"],
+    }
+    data = '{"answer": "yes", "sources": ["https://s.example/a", {"url": "https://s.example/b"}]}'
+    settings = rag_settings(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    async with Engine(settings) as engine:
+        done, _ = await run(
+            engine,
+            {
+                "prompt": "Is it?",
+                "extraction": {"schema": schema, "strategy": "sequential"},
+                "script": {
+                    "tokens": ["Yes, see https://text.example/c."],
+                    "extraction": {"tokens": [data]},
+                },
+            },
+        )
+    assert done.structured is not None and done.structured["status"] == "ok"
+    # The structured data names sources, so the URL in the text is not used as one.
+    assert done.sources == ["https://s.example/a", "https://s.example/b"]
+    assert {d["origin"] for d in done.source_details} == {"structured"}
