@@ -175,3 +175,19 @@ def test_bad_routing_config_is_refused_with_a_clear_message(
     base.update(change)
     with pytest.raises(ValidationError, match=message):
         Settings(**base)
+
+
+async def test_a_route_extraction_applies_to_turns_that_ask_for_none() -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    settings = scripted_settings(
+        routes={"default": {"providers": ["a"], "extraction": {"schema": schema}}},
+        store={"url": ""},
+    )
+    async with Engine(settings) as engine:
+        script = {"tokens": ["Fine."], "extraction": {"tokens": ['{"ok": true}']}}
+        _, done, _ = await run(engine, {"prompt": "ok?", "script": script})
+        assert done.structured is not None and done.structured["data"] == {"ok": True}
+        # Every stage the turn had is counted in the stage histogram.
+        metrics = engine.metrics.render().decode()
+        for stage in ("precheck", "route", "first_token", "extract", "post_process", "total"):
+            assert f'tokenwire_stage_seconds_count{{stage="{stage}"}} 1.0' in metrics, stage
