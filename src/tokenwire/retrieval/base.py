@@ -237,7 +237,12 @@ class KnowledgeBase(ABC):
             for file, relative in files:
                 url = url_under(base_url, relative) if base_url is not None else None
                 results.append(await self.add_file(file, url=url))
+        if any(result.status in ("added", "updated") for result in results):
+            await self._after_bulk_change()
         return results
+
+    async def _after_bulk_change(self) -> None:  # noqa: B027 - optional for a backend
+        """Many chunks changed at once (``add_paths``): a backend may refresh its statistics."""
 
     @abstractmethod
     async def search(self, query: str, *, limit: int = DEFAULT_LIMIT) -> list[Passage]:

@@ -109,7 +109,10 @@ _SEARCH = f"""
         SELECT c.id, sum(w.idf * r.rank / (r.rank + {SATURATION})) AS score
         FROM weighted AS w
         JOIN kb_chunks AS c ON c.tsv @@ w.query
-        CROSS JOIN LATERAL (SELECT ts_rank_cd('{RANK_WEIGHTS}', c.tsv, w.query) AS rank) AS r
+        -- OFFSET 0: computed once per row (inlined, the planner would evaluate it twice).
+        CROSS JOIN LATERAL (
+            SELECT ts_rank_cd('{RANK_WEIGHTS}', c.tsv, w.query) AS rank OFFSET 0
+        ) AS r
         GROUP BY c.id
     )
     SELECT c.id, c.document_id, c.title, c.url, c.text, s.score
@@ -157,6 +160,15 @@ class PostgresKnowledgeBase(KnowledgeBase):
         return [passage_of_row(row) for row in rows]
 
     # -- writes -------------------------------------------------------------------------------
+
+    async def _after_bulk_change(self) -> None:
+        # Fresh statistics for the planner (the per-term document frequencies would otherwise
+        # scan every chunk until autovacuum, which may be off, gets to it), and the GIN
+        # index's pending entries merged.
+        async with await self._connection() as conn:
+            await conn.execute(text("SELECT gin_clean_pending_list('kb_chunks_tsv'::regclass)"))
+            await conn.execute(text("ANALYZE kb_chunks"))
+            await conn.commit()
 
     async def _store(self, document: PreparedDocument) -> Literal["added", "updated", "unchanged"]:
         async with await self._connection() as conn, conn.begin():
