@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -145,6 +146,10 @@ def _serve(args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
+                # Everything imports and startup made lives for the process: out of the
+                # collector's sight, so its first full collection does not stall a request
+                # for ~0.1 s (docs/PERFORMANCE.md, "Where the time goes").
+                gc.freeze()
                 bound = self.servers[0].sockets[0].getsockname()
                 print(f"tokenwire serving on http://{host}:{bound[1]}", flush=True)
 

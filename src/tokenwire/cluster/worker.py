@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -496,6 +497,7 @@ async def serve_worker(worker: Worker, *, host: str, port: int) -> None:
 
     async def announce() -> None:
         await worker.ready.wait()
+        gc.freeze()  # as `tokenwire serve` does: startup's objects never need collecting
         print(f"tokenwire worker {worker.name} ready (http://{host}:{port})", flush=True)
 
     announcer = asyncio.ensure_future(announce())
