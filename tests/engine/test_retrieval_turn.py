@@ -81,6 +81,11 @@ async def test_passages_go_into_the_prompt_and_back_as_sources_without_markers(
         assert len(done.sources) == len(set(done.sources)) <= 3
         detail = done.source_details[0]
         assert detail["origin"] == "retrieval" and detail["title"].startswith("Lumen Kettle")
+        # [1] and [2] were cited: marked so; a passage in the prompt the answer did not cite
+        # is still a source, unmarked.
+        assert [d.get("cited", False) for d in done.source_details] == [True, True, False][
+            : len(done.source_details)
+        ]
         assert "white vinegar" in detail["snippet"]
 
         phases = [e.phase.value for e in events if isinstance(e, Status)]

@@ -4,7 +4,7 @@ A route with ``retrieval`` looks the last user message up before it generates. T
 that fit ``max_chars`` go into one system message, numbered ``[1]``, ``[2]``, ... so the model
 can cite them; post-processing removes those markers from the answer (see
 :mod:`tokenwire.engine.postprocess`). Every passage in the prompt is a source of the answer;
-the ones the answer cites come first, in the order it first cites them.
+the ones the answer cites come first, in the order it first cites them, marked ``cited``.
 """
 
 from __future__ import annotations
@@ -47,21 +47,25 @@ def context_message(passages: Sequence[Passage], *, max_chars: int) -> Message:
     return Message("system", "\n".join(lines))
 
 
-def passage_source(passage: Passage) -> SourceChunk:
+def passage_source(passage: Passage, *, cited: bool = False) -> SourceChunk:
     return SourceChunk(
         url=passage.url,
         id=passage.id,
         title=passage.title,
         snippet=_snippet(passage.text),
         origin="retrieval",
+        cited=cited,
     )
 
 
 def ordered_sources(passages: Sequence[Passage], cited: Sequence[int]) -> list[SourceChunk]:
-    """Every passage as a source: the cited ones (1-based numbers) first, in citation order."""
-    order = [n - 1 for n in cited if 1 <= n <= len(passages)]
-    order += [i for i in range(len(passages)) if i not in order]
-    return [passage_source(passages[i]) for i in order]
+    """Every passage as a source: the cited ones (1-based numbers) first, in citation order,
+    marked ``cited``."""
+    first = [n - 1 for n in cited if 1 <= n <= len(passages)]
+    rest = [i for i in range(len(passages)) if i not in first]
+    return [passage_source(passages[i], cited=True) for i in first] + [
+        passage_source(passages[i]) for i in rest
+    ]
 
 
 def _snippet(text: str) -> str:

@@ -2,8 +2,8 @@
 
 ``done.sources`` lists each source's key (its URL, else its id) once, first report first;
 ``done.source_details`` has one object per key with what is known of it (``url``/``id``,
-``title``, ``snippet``, ``origin``). A later report of the same source fills in details the
-first lacked, never overwrites them.
+``title``, ``snippet``, ``origin``, and ``cited: true`` for a passage the answer cites). A
+later report of the same source fills in details the first lacked, never overwrites them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..providers import SourceChunk
 
-_DETAILS = ("url", "id", "title", "snippet", "origin")
+_DETAILS = ("url", "id", "title", "snippet", "origin", "cited")
 
 
 class SourceCollector:

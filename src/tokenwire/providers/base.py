@@ -126,6 +126,8 @@ class SourceChunk:
     snippet: str | None = None
     origin: str | None = None
     """Where it came from (``retrieval``, ``tool:<name>``, ``provider``, ...)."""
+    cited: bool = False
+    """The answer cites it (a retrieved passage whose ``[n]`` marker the answer has)."""
 
 
 @dataclass(frozen=True, slots=True)
