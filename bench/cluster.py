@@ -59,12 +59,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from measure import cpu_seconds, free_port, machine_busy, pct, wait_quiet, write_section
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- cluster:start -->", "<!-- cluster:end -->"
-CLK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 90.0
 DELAY_MS = 20.0  # between tokens: 50 tokens/s per stream
 
@@ -90,12 +91,6 @@ max_active_turns = 5000
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def pinned(cpu: int | None):  # type: ignore[no-untyped-def]
     if cpu is None:
         return None
@@ -104,39 +99,6 @@ def pinned(cpu: int | None):  # type: ignore[no-untyped-def]
         os.sched_setaffinity(0, {cpu})
 
     return pin
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / CLK
-
-
-def wait_quiet(limit: float, threshold: float = 0.3) -> float:
-    """Wait (up to ``limit`` s) for the machine to be nearly idle: other sessions share it.
-    Returns the busy cores seen last."""
-    deadline = time.monotonic() + limit
-    while True:
-        b0 = machine_busy()
-        time.sleep(1.0)
-        busy = machine_busy() - b0
-        if busy < threshold or time.monotonic() > deadline:
-            return busy
 
 
 @dataclass
@@ -410,13 +372,6 @@ def start_loadgens(
 
 
 # ---------------------------------------------------------------- 1. latency
-
-
-def pct(values: list[float] | array.array[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    i = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return float(values[i])
 
 
 @dataclass
@@ -1103,18 +1058,6 @@ def reading(lat: list[Latency], cancels: list[Cancel], mem: Memory | None) -> li
     return lines
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section between its markers, or append it at the end."""
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        a = text.index(BEGIN)
-        b = text.index(END) + len(END)
-        text = text[:a] + section.rstrip("\n") + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -1245,7 +1188,7 @@ def main() -> None:
     (outdir / "summary.md").write_text(section)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, BEGIN, END)
         print(f"wrote {DOC}")
     print(f"raw results: {outdir} ({elapsed / 60:.1f} min)")
 

@@ -33,7 +33,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from relay import free_port, stop, wait_http, wait_quiet, write_section  # noqa: E402
+from measure import free_port, wait_quiet, write_section  # noqa: E402
+from relay import stop, wait_http  # noqa: E402
 
 BEGIN, END = "<!-- local:begin -->", "<!-- local:end -->"
 PROMPTS = [

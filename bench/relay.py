@@ -36,7 +36,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,12 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from measure import cpu_seconds, free_port, machine_busy, pct, wait_quiet, write_section
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- relay:begin -->", "<!-- relay:end -->"
-CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 TOKENS = 200
@@ -65,12 +65,6 @@ SUSTAIN = {
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # type: ignore[no-any-return]
 
 
 def pin(cpu: int | None):  # type: ignore[no-untyped-def]
@@ -156,19 +150,6 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK
-
-
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for p in pids:
@@ -178,28 +159,6 @@ def rss_bytes(pids: list[int]) -> int:
         except OSError:
             continue
     return total
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / CLK, sum(v) / CLK
-
-
-def wait_quiet(limit: float, threshold: float = 0.3) -> float:
-    """Wait (up to limit s) until the machine is nearly idle; return the last busy cores seen.
-
-    Other sessions share this machine (test suites, model runs); a cell measured while they run
-    is not comparable, so each cell first waits for them, and the table shows what was left."""
-    deadline = time.monotonic() + limit
-    while True:
-        b0, _ = machine_busy()
-        time.sleep(1.0)
-        b1, _ = machine_busy()
-        busy = b1 - b0
-        if busy < threshold or time.monotonic() > deadline:
-            return busy
 
 
 # ---------------------------------------------------------------- targets
@@ -321,13 +280,6 @@ def start_target(
 
 
 # ---------------------------------------------------------------- one run
-
-
-def pct(sorted_vals: list[float] | array.array[float], q: float) -> float:
-    if not sorted_vals:
-        return float("nan")
-    i = min(len(sorted_vals) - 1, max(0, round(q * (len(sorted_vals) - 1))))
-    return float(sorted_vals[i])
 
 
 @dataclass
@@ -507,7 +459,7 @@ def run_one(t: Target, c: int, args: argparse.Namespace, outdir: Path) -> Result
                 peak = max(peak, rss_bytes(ps))
                 wall_cpu.append((now, cpu_seconds(ps)))
                 mine = cpu_seconds([*ps, upstream.pid, *lg_pids]) + sum(os.times()[:2])
-                ours.append((machine_busy()[0], mine))
+                ours.append((machine_busy(), mine))
             time.sleep(0.25)
         for _, p in procs:
             p.wait(timeout=10)
@@ -705,18 +657,6 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, begin: str = BEGIN, end: str = END) -> None:
-    DOC.parent.mkdir(exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Performance\n\n"
-    if begin in text and end in text:
-        a = text.index(begin)
-        b = text.index(end) + len(end)
-        text = text[:a] + section.rstrip("\n") + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -832,7 +772,7 @@ def main() -> None:
     (outdir / "summary.md").write_text(section)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, BEGIN, END)
         print(f"wrote {DOC}")
     print(f"raw results: {outdir}  ({elapsed / 60:.1f} min)")
 

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import gc
 import math
-import os
 import random
 import secrets
 import sqlite3
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from measure import cpu_seconds, machine_busy, write_section
 
 from tokenwire import Done, Engine, Settings
 from tokenwire.retrieval import KBStats, KnowledgeBase, open_knowledge_base
@@ -97,24 +97,6 @@ STAGES = (
 # ---------------------------------------------------------------- machine
 
 
-def machine_busy_s() -> float:
-    """Busy CPU seconds of the whole machine since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def pid_cpu_s(pid: int) -> float:
-    """utime + stime of one process (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 WAITED = [0.0]
 """Seconds spent waiting for a quiet machine so far (bounded by WAIT_BUDGET_S)."""
 
@@ -126,9 +108,9 @@ async def wait_quiet(threshold: float = 0.3) -> float:
     limit = min(QUIET_WAIT_S, max(0.0, WAIT_BUDGET_S - WAITED[0]))
     try:
         while True:
-            b0 = machine_busy_s()
+            b0 = machine_busy()
             await asyncio.sleep(0.5)
-            busy = (machine_busy_s() - b0) / 0.5
+            busy = (machine_busy() - b0) / 0.5
             if busy < threshold or time.monotonic() - started > limit:
                 return busy
     finally:
@@ -169,7 +151,7 @@ class Meter:
     _p0: float = 0.0
 
     def start(self) -> Meter:
-        self._t0, self._m0, self._p0 = time.perf_counter(), machine_busy_s(), time.process_time()
+        self._t0, self._m0, self._p0 = time.perf_counter(), machine_busy(), time.process_time()
         return self
 
     def add(self, other: Meter) -> None:
@@ -182,7 +164,7 @@ class Meter:
 
     def stop(self, extra_cpu_s: float = 0.0) -> Meter:
         self.wall = time.perf_counter() - self._t0
-        machine = (machine_busy_s() - self._m0) / self.wall
+        machine = (machine_busy() - self._m0) / self.wall
         self.own = (time.process_time() - self._p0) / self.wall
         self.extra = extra_cpu_s / self.wall
         self.other = max(0.0, machine - self.own - self.extra)
@@ -337,7 +319,7 @@ class PostgresBackends:
             await conn.close()
         used = 0.0
         for pid in pids:
-            now = pid_cpu_s(pid)
+            now = cpu_seconds([pid])
             used += max(0.0, now - self.seen.get(pid, 0.0))
             self.seen[pid] = now
         return used
@@ -1151,18 +1133,6 @@ def section(args: argparse.Namespace, elapsed_s: float, res: Results) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section between its markers, or append it at the end."""
-    doc = DOC.read_text()
-    if BEGIN in doc and END in doc:
-        a = doc.index(BEGIN)
-        b = doc.index(END) + len(END)
-        doc = doc[:a] + text.rstrip("\n") + doc[b:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    DOC.write_text(doc)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -1230,5 +1200,5 @@ if __name__ == "__main__":
         arguments.local_turns = 2 if arguments.quick else 5
     text = asyncio.run(main(arguments))
     if not arguments.no_write:
-        write_section(text)
+        write_section(text, BEGIN, END)
     print(text)
