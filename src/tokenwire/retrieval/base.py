@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +85,25 @@ class DocumentInfo(TypedDict):
     chunks: int
     added_at: datetime
     updated_at: datetime
+
+
+DOCUMENT_COLUMNS = "id, source, url, title, content_hash, chunks, added_at, updated_at"
+"""The ``kb_documents`` columns :func:`document_of_row` reads, in its order."""
+
+
+def document_of_row(row: Sequence[Any], as_time: Callable[[Any], datetime]) -> DocumentInfo:
+    """A ``SELECT {DOCUMENT_COLUMNS}`` row as a listing entry; ``as_time`` turns the backend's
+    stored timestamps into aware UTC datetimes."""
+    return DocumentInfo(
+        id=row[0],
+        source=row[1],
+        url=row[2],
+        title=row[3],
+        content_hash=row[4],
+        chunks=row[5],
+        added_at=as_time(row[6]),
+        updated_at=as_time(row[7]),
+    )
 
 
 class KBStats(TypedDict):

@@ -21,11 +21,13 @@ from tokenwire.store.engine import create_engine
 
 from .base import (
     DEFAULT_LIMIT,
+    DOCUMENT_COLUMNS,
     DocumentInfo,
     KBStats,
     KnowledgeBase,
     Passage,
     PreparedDocument,
+    document_of_row,
     passage_of_row,
     removal_keys,
 )
@@ -251,25 +253,10 @@ class PostgresKnowledgeBase(KnowledgeBase):
         async with await self._connection() as conn:
             rows = (
                 await conn.execute(
-                    text(
-                        "SELECT id, source, url, title, content_hash, chunks, added_at,"
-                        " updated_at FROM kb_documents ORDER BY source"
-                    )
+                    text(f"SELECT {DOCUMENT_COLUMNS} FROM kb_documents ORDER BY source")
                 )
             ).all()
-        return [
-            DocumentInfo(
-                id=row[0],
-                source=row[1],
-                url=row[2],
-                title=row[3],
-                content_hash=row[4],
-                chunks=row[5],
-                added_at=row[6].astimezone(UTC),
-                updated_at=row[7].astimezone(UTC),
-            )
-            for row in rows
-        ]
+        return [document_of_row(row, lambda t: t.astimezone(UTC)) for row in rows]
 
     async def stats(self) -> KBStats:
         async with await self._connection() as conn:

@@ -20,11 +20,13 @@ from urllib.parse import unquote, urlsplit
 
 from .base import (
     DEFAULT_LIMIT,
+    DOCUMENT_COLUMNS,
     DocumentInfo,
     KBStats,
     KnowledgeBase,
     Passage,
     PreparedDocument,
+    document_of_row,
     passage_of_row,
     removal_keys,
 )
@@ -293,23 +295,10 @@ class SQLiteKnowledgeBase(KnowledgeBase):
     async def documents(self) -> list[DocumentInfo]:
         def run(connection: sqlite3.Connection) -> list[Any]:
             return connection.execute(
-                "SELECT id, source, url, title, content_hash, chunks, added_at, updated_at"
-                " FROM kb_documents ORDER BY source"
+                f"SELECT {DOCUMENT_COLUMNS} FROM kb_documents ORDER BY source"
             ).fetchall()
 
-        return [
-            DocumentInfo(
-                id=row[0],
-                source=row[1],
-                url=row[2],
-                title=row[3],
-                content_hash=row[4],
-                chunks=row[5],
-                added_at=_parse_time(row[6]),
-                updated_at=_parse_time(row[7]),
-            )
-            for row in await self._run(run)
-        ]
+        return [document_of_row(row, _parse_time) for row in await self._run(run)]
 
     async def stats(self) -> KBStats:
         def run(connection: sqlite3.Connection) -> tuple[int, int]:
