@@ -22,9 +22,10 @@ from tokenwire.providers.base import (
     TextChunk,
     ToolCallChunk,
     ToolCallRequest,
-    ToolSpec,
     UsageChunk,
 )
+
+from .tool_requests import FIRST, QUESTION, SYSTEM, TOOLS
 
 GUARD_S = 10.0
 KEY_ENV = "TOKENWIRE_TEST_ANTHROPIC_KEY"
@@ -277,16 +278,6 @@ async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> Non
     assert not (await refused.check()).reachable
 
 
-TOOLS = (
-    ToolSpec(
-        "get_weather",
-        "The weather in a city.",
-        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    ),
-    ToolSpec("current_time", "The current time.", {"type": "object", "properties": {}}),
-)
-
-
 async def test_tool_use_blocks_assemble_from_input_json_deltas(
     upstream: FakeUpstream, make_provider: MakeProvider
 ) -> None:
@@ -321,18 +312,11 @@ async def test_tools_tool_use_and_tool_results_in_the_request(
     upstream: FakeUpstream, make_provider: MakeProvider
 ) -> None:
     provider = make_provider()
-    question = Message("user", "Weather in Oslo, and the time?")
-    first = GenerationRequest(
-        messages=(Message("system", "be brief"), question),
-        max_tokens=64,
-        tools=TOOLS,
-        tool_choice="required",
-    )
-    await collect(provider.stream(first))
+    await collect(provider.stream(FIRST))
     follow_up = GenerationRequest(
         messages=(
-            Message("system", "be brief"),
-            question,
+            SYSTEM,
+            QUESTION,
             Message(
                 "assistant",
                 "Let me look.",

@@ -21,10 +21,11 @@ from tokenwire.providers.base import (
     TextChunk,
     ToolCallChunk,
     ToolCallRequest,
-    ToolSpec,
     UsageChunk,
 )
 from tokenwire.providers.openai import OpenAIProvider, error_for_status, parse_retry_after
+
+from .tool_requests import FIRST, QUESTION, SYSTEM, TOOLS
 
 GUARD_S = 10.0
 REQUEST = GenerationRequest(
@@ -305,16 +306,6 @@ async def test_an_extraction_call_asks_for_structured_output(
     assert "response_format" not in plain.json
 
 
-TOOLS = (
-    ToolSpec(
-        "get_weather",
-        "The weather in a city.",
-        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    ),
-    ToolSpec("current_time", "The current time.", {"type": "object", "properties": {}}),
-)
-
-
 def assemble(chunks: list[ProviderChunk]) -> dict[int, tuple[str | None, str | None, str]]:
     """Tool-call chunks put together as the engine does: index → (call id, name, arguments)."""
     calls: dict[int, tuple[str | None, str | None, str]] = {}
@@ -355,18 +346,11 @@ async def test_tools_and_a_tool_loop_follow_up_in_the_request_body(
     upstream: FakeUpstream, make_provider: MakeProvider
 ) -> None:
     provider = make_provider()
-    question = Message("user", "Weather in Oslo, and the time?")
-    first = GenerationRequest(
-        messages=(Message("system", "be brief"), question),
-        max_tokens=64,
-        tools=TOOLS,
-        tool_choice="required",
-    )
-    await collect(provider.stream(first))
+    await collect(provider.stream(FIRST))
     follow_up = GenerationRequest(
         messages=(
-            Message("system", "be brief"),
-            question,
+            SYSTEM,
+            QUESTION,
             Message(
                 "assistant",
                 "",
