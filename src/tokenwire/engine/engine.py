@@ -286,13 +286,6 @@ class Engine:
                 results=self._route_results,
             )
 
-    def _needs_knowledge_base(self) -> bool:
-        kb_tool = self.settings.retrieval.kb_tool
-        return any(
-            route.retrieval is not None or (kb_tool and "kb_search" in route.tools)
-            for route in self.settings.routes.values()
-        )
-
     def _knowledge_base(self) -> Retriever:
         """The retriever routes use: the one given, else the built-in knowledge base."""
         if self.retriever is None:
@@ -317,13 +310,13 @@ class Engine:
         gateway runs no turns: its workers check their own."""
         if self.role == "gateway":
             return
+        routes = self.settings.routes.values()
         if (
             self.settings.retrieval.kb_tool
             and "kb_search" not in self.tools
-            and self._needs_knowledge_base()
+            and any("kb_search" in route.tools for route in routes)
         ):
-            if any("kb_search" in r.tools for r in self.settings.routes.values()):
-                self.tools.register(kb_search_tool(self._knowledge_base()))
+            self.tools.register(kb_search_tool(self._knowledge_base()))
         for name, route in self.settings.routes.items():
             unknown = [t for t in route.tools if t not in self.tools]
             if unknown:

@@ -511,10 +511,7 @@ class Turn:
             if part.name
         ]
         if calls:
-            now = self._loop.time()
-            pending = self._coalescer.flush(now)
-            if pending is not None:
-                self._delta(pending, now)
+            self._flush_text(self._loop.time())  # what it wrote before the calls goes first
             for call in calls:
                 self._emit(ToolCall(call_id=call.call_id, name=call.name, arguments=call.arguments))
         return calls
@@ -792,7 +789,10 @@ class Turn:
         self._flush_handle = None
         if self.lifecycle.closed:
             return
-        now = self._loop.time()
+        self._flush_text(self._loop.time())
+
+    def _flush_text(self, now: float) -> None:
+        """Send the text the coalescer still holds, now."""
         out = self._coalescer.flush(now)
         if out is not None:
             self._delta(out, now)
@@ -853,9 +853,7 @@ class Turn:
         if self._inline:
             assert self.extractor is not None
             self._text(self.extractor.finish_inline(), now)
-        pending = self._coalescer.flush(now)
-        if pending is not None:
-            self._delta(pending, now)
+        self._flush_text(now)
         success = not outcome.reason.is_partial
         if success or self.lifecycle.visible:
             self._emit(TextDone(text=self.lifecycle.streamed_text))
