@@ -19,6 +19,9 @@ from tokenwire.tools import ToolRegistry
 from .conftest import scripted, scripted_settings
 from .test_turn import check_invariants
 
+GUARD_S = 10.0
+"""Upper bound on waits for events that must come (not a synchronisation)."""
+
 
 class Toolbox:
     """The tools the tests offer, with what each saw (real functions, run by the real runner)."""
@@ -33,6 +36,7 @@ class Toolbox:
         self.registry.register(self.hang, name="hang", timeout_s=0.2)
         self.registry.register(self.nothing, name="nothing")
         self.registry.register(self.hang_long, name="hang_long", timeout_s=60)
+        self.registry.register(self.slow, name="slow", timeout_s=60)
 
     async def lookup(self, q: str) -> dict[str, Any]:
         """Look a question up."""
@@ -60,6 +64,11 @@ class Toolbox:
             self.hang_cancelled.set()
         return "unreachable"
 
+    async def slow(self, seconds: float) -> str:
+        """A tool slower than the turn's idle deadline (the fault under test, not a wait)."""
+        await asyncio.sleep(seconds)
+        return "finally"
+
     def nothing(self) -> list[str]:
         """Returns an empty result."""
         return []
@@ -77,7 +86,7 @@ async def engine(toolbox: Toolbox) -> AsyncIterator[Engine]:
             "default": {"providers": ["a"]},
             "tools": {
                 "providers": ["a", "b"],
-                "tools": ["lookup", "boom", "hang", "nothing", "hang_long"],
+                "tools": ["lookup", "boom", "hang", "nothing", "hang_long", "slow"],
                 "max_tool_steps": 3,
             },
         },
@@ -154,7 +163,14 @@ async def test_split_arguments_and_several_calls_run_then_the_model_answers(
     ]
     assert json.loads(tool_messages[0].content)["answer"] == "found kettle"
     assert "error" in json.loads(tool_messages[1].content)
-    assert [t.name for t in second.tools] == ["lookup", "boom", "hang", "nothing", "hang_long"]
+    assert [t.name for t in second.tools] == [
+        "lookup",
+        "boom",
+        "hang",
+        "nothing",
+        "hang_long",
+        "slow",
+    ]
 
 
 async def test_a_hanging_tool_times_out_into_a_result_and_the_turn_completes(
@@ -204,7 +220,7 @@ async def test_the_last_step_offers_no_tools_and_a_model_that_calls_anyway_ends_
     # max_tool_steps = 3: two rounds ran, the third call was offered no tools.
     assert toolbox.lookups == ["more", "more"]
     requests = list(scripted(engine).requests)[-3:]
-    assert [len(r.tools) for r in requests] == [5, 5, 0]
+    assert [len(r.tools) for r in requests] == [6, 6, 0]
     results = [e for e in events if isinstance(e, ToolResult)]
     assert [r.ok for r in results] == [True, True, False]
     assert results[-1].summary.startswith("not run")
@@ -235,12 +251,13 @@ async def test_cancel_while_a_tool_runs_stops_it_and_ends_once(
         "then": [{"tokens": ["never"]}],
     }
     handle = await engine.submit({"prompt": "help", "route": "tools", "script": script})
-    await toolbox.hang_started.wait()
-    assert handle.cancel()
-    events = [event async for event in handle.events()]
+    async with asyncio.timeout(GUARD_S):  # a guard: a broken cancel fails, never hangs
+        await toolbox.hang_started.wait()
+        assert handle.cancel()
+        events = [event async for event in handle.events()]
+        await toolbox.hang_cancelled.wait()  # the tool's task was cancelled, not left running
     done = check_invariants(events)
     assert isinstance(done, Done) and done.reason is Reason.CANCELLED
-    await toolbox.hang_cancelled.wait()  # the tool's task was cancelled, not left running
     assert not [e for e in events if isinstance(e, ToolResult)]
 
 
@@ -261,3 +278,41 @@ async def test_unknown_route_tools_are_refused_at_startup() -> None:
     )
     with pytest.raises(ValueError, match="unknown tools missing"):
         Engine(settings)
+
+
+async def test_idle_and_first_token_deadlines_wait_while_tools_run(engine: Engine) -> None:
+    script = {
+        "tokens": ["Checking. "],
+        "tool_calls": [call("slow", '{"seconds": 0.6}', call_id="s1")],
+        "then": [{"tokens": ["Done."]}],
+    }
+    handle = await engine.submit(
+        {
+            "prompt": "help",
+            "route": "tools",
+            "script": script,
+            "deadlines": {"first_token_s": 0.2, "idle_s": 0.2},
+        }
+    )
+    events = [event async for event in handle.events()]
+    done = check_invariants(events)
+    # The tool took three idle deadlines; the turn still completed.
+    assert isinstance(done, Done) and done.reason is Reason.STOP
+    assert done.answer == "Checking. Done."
+    assert done.tools_with_results == ["slow"]
+
+
+async def test_the_total_deadline_holds_while_tools_run(engine: Engine) -> None:
+    script = {
+        "tokens": ["Checking."],
+        "tool_calls": [call("slow", '{"seconds": 30}', call_id="s2")],
+    }
+    handle = await engine.submit(
+        {"prompt": "help", "route": "tools", "script": script, "deadlines": {"total_s": 0.3}}
+    )
+    async with asyncio.timeout(GUARD_S):
+        events = [event async for event in handle.events()]
+    done = check_invariants(events)
+    assert isinstance(done, Done) and done.reason is Reason.TIMEOUT_TOTAL and done.partial
+    assert done.answer == "Checking."
+    assert not [e for e in events if isinstance(e, ToolResult)]
