@@ -91,8 +91,13 @@ class RedisLogReader(LocalCopy):
 
     async def track(self, stream_id: str) -> None:
         """Have the stream in the local copy, followed live until its terminal event. Raises
-        the Redis errors of :data:`~.connection.UNAVAILABLE` when it cannot be loaded."""
+        the Redis errors of :data:`~.connection.UNAVAILABLE` when it cannot be loaded.
+
+        Once it returns, the local copy holds at least what Redis held when it was called: a
+        client that saw seq N through another gateway finds N here too."""
         if stream_id in self.local:
+            if stream_id in self._tailing:
+                await self._catch_up(stream_id)
             return
         loading = self._loading.get(stream_id)
         if loading is None:
@@ -117,6 +122,17 @@ class RedisLogReader(LocalCopy):
                 self._tail = asyncio.get_running_loop().create_task(self._tail_loop())
             if self._janitor is None and self._on_lost is not None:
                 self._janitor = asyncio.get_running_loop().create_task(self._janitor_loop())
+
+    async def _catch_up(self, stream_id: str) -> None:
+        """Copy what Redis holds past the local head of a stream the tail follows. The tail
+        copies it too, but up to one blocking read later: without this, a resume at the
+        terminal's seq (seen on another gateway) would find a cursor "ahead of the stream"
+        here. Redis unavailable: the copy stays as it is (the tail reports the outage)."""
+        head = self._tailing[stream_id]
+        key = self._keys.events(stream_id)
+        with contextlib.suppress(*UNAVAILABLE):
+            entries = await self._redis.xrange(key, min=f"{head + 1}-0")
+            self._copy(key, entries)
 
     async def _poke(self) -> None:
         with contextlib.suppress(*UNAVAILABLE):
