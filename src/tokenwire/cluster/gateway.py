@@ -27,6 +27,7 @@ import orjson
 from ..bus import UnknownStream
 from ..engine.request import Overloaded, RequestError, TurnRequest
 from ..protocol import Done, Error, Event, Reason, event_to_dict
+from .active_set import sweep
 from .connection import UNAVAILABLE, connect
 from .ending import end_stream, lost_terminal
 from .keys import Keys
@@ -435,4 +436,10 @@ class Gateway:
                     last_seq=0,
                 )
             )
+        try:
+            # What a lost worker or an expired turn left in the list is not running.
+            orphans = await sweep(self.redis, self.keys, (t.stream_id for t in turns))
+        except UNAVAILABLE:
+            raise self._unavailable("active") from None
+        turns = [t for t in turns if t.stream_id not in orphans]
         return sorted(turns, key=lambda t: -t.age_s)

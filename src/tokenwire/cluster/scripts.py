@@ -9,12 +9,13 @@ events at or below it are skipped, so a batch retried after a lost reply is neve
 from __future__ import annotations
 
 APPEND = """
--- KEYS: events, run, meta. ARGV: token, maxlen, ttl_ms (0 while running), then seq, json pairs.
+-- KEYS: events, run, meta, active. ARGV: token, maxlen, ttl_ms (0 while running: > 0 when the
+-- batch holds the terminal event), stream id, then seq, json pairs.
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if not owner then return -2 end
 if owner ~= ARGV[1] then return -1 end
 local head = tonumber(redis.call('HGET', KEYS[2], 'head') or '0')
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
   if seq > head then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[i + 1])
@@ -24,6 +25,10 @@ end
 redis.call('HSET', KEYS[2], 'head', head)
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
+  -- Whoever writes the terminal (the worker, a takeover, a gateway) ends the turn's listing
+  -- with it; 'ended' keeps a late MARK_ACTIVE from listing it again.
+  redis.call('HSET', KEYS[2], 'ended', 1)
+  redis.call('HDEL', KEYS[4], ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
@@ -32,6 +37,15 @@ return head
 """
 """Returns the new head; -1: another worker owns the turn; -2: the run is gone (Redis lost
 its data), and the owner may write it again from the start."""
+
+MARK_ACTIVE = """
+-- KEYS: run, active. ARGV: stream id, summary. Lists a running turn in the active set, unless
+-- its terminal event is already written (a turn that ended before its worker listed it).
+if redis.call('HGET', KEYS[1], 'ended') then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+"""Returns 1 (listed) or 0 (the turn has ended: not listed)."""
 
 CLAIM = """
 -- KEYS: run. ARGV: token. Makes the caller the only writer; returns the head written so far.

@@ -47,6 +47,7 @@ from ..protocol import (
 )
 from ..protocol.retry import backoff_delay
 from ..providers import Provider
+from .active_set import mark_active, sweep
 from .budget import SharedBudget
 from .connection import UNAVAILABLE, connect
 from .ending import end_stream, lost_terminal, shown
@@ -257,9 +258,17 @@ class Worker:
     async def _heartbeat(self) -> None:
         """Renew this worker's jobs; take over the jobs of workers that stopped renewing."""
         lease_ms = int(self.redis_settings.worker_lease_s * 1000)
+        loop = asyncio.get_running_loop()
+        swept_at = loop.time()
         while True:
             await asyncio.sleep(self.redis_settings.worker_heartbeat_s)
             try:
+                if loop.time() - swept_at >= self.redis_settings.worker_lease_s:
+                    # Orphans in the active set (see active_set.py), once a lease: as often as
+                    # a lost worker's turns can change hands.
+                    swept_at = loop.time()
+                    listed = await self.redis.hkeys(self.keys.active)
+                    await sweep(self.redis, self.keys, (s.decode() for s in listed))
                 held = {job.entry_id: job for job in self._jobs.values()}
                 if held:
                     taken = await self._renew(
@@ -381,7 +390,7 @@ class Worker:
         if turn is not None:
             info |= {"model": turn.model, "created_at": turn.created_at}
         with contextlib.suppress(*UNAVAILABLE):
-            await self.redis.hset(self.keys.active, stream_id, orjson.dumps(info))
+            await mark_active(self.redis, self.keys, stream_id, info)
 
     async def _end_lost(
         self, stream_id: str, prior: list[Event], request: dict[str, Any], tenant: str | None

@@ -210,12 +210,18 @@ class RedisLogWriter(LocalCopy):
                     stream.token,
                     self._settings.stream_maxlen,
                     self._retention_ms if any(is_terminal(e) for e in events) else 0,
+                    stream_id,
                 ]
                 for event in events:
                     args.append(event.seq)
                     args.append(encode_event(event))
                 await self._append(
-                    keys=[keys.events(stream_id), keys.run(stream_id), keys.meta(stream_id)],
+                    keys=[
+                        keys.events(stream_id),
+                        keys.run(stream_id),
+                        keys.meta(stream_id),
+                        keys.active,
+                    ],
                     args=args,
                     client=pipe,
                 )
