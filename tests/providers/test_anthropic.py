@@ -24,6 +24,7 @@ from tokenwire.providers.base import (
     ToolCallRequest,
     UsageChunk,
 )
+from tokenwire.providers.failures import FAILURES, FailureCode
 
 from .tool_requests import FIRST, QUESTION, SYSTEM, TOOLS
 
@@ -163,27 +164,39 @@ async def test_tool_use_blocks(upstream: FakeUpstream, make_provider: MakeProvid
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "retryable", "retry_after"),
+    ("status", "error_type", "code", "retryable", "retry_after"),
     [
-        (429, "rate_limited", True, 3.0),
-        (500, "server_error", True, None),
-        (529, "server_error", True, None),
-        (400, "bad_request", False, None),
-        (401, "auth", False, None),
-        (403, "auth", False, None),
-        (404, "bad_request", False, None),
+        (429, None, "upstream_rate_limited", True, 3.0),
+        (500, None, "upstream_unavailable", True, None),
+        (503, None, "upstream_unavailable", True, None),
+        (529, "overloaded_error", "upstream_overloaded", True, 20.0),
+        (400, None, "upstream_bad_request", False, None),
+        (413, "request_too_large", "upstream_bad_request", False, None),
+        (401, None, "upstream_auth", False, None),
+        (403, "permission_error", "upstream_auth", False, None),
+        (404, "not_found_error", "upstream_not_found", False, None),
+        (402, "billing_error", "upstream_quota", False, None),
     ],
 )
 async def test_status_errors(
     upstream: FakeUpstream,
     make_provider: MakeProvider,
+    caplog: pytest.LogCaptureFixture,
     status: int,
+    error_type: str | None,
     code: str,
     retryable: bool,
     retry_after: float | None,
 ) -> None:
     header = None if retry_after is None else str(int(retry_after))
-    upstream.push(Behavior(status=status, retry_after=header, error_message="vendor words"))
+    upstream.push(
+        Behavior(
+            status=status,
+            retry_after=header,
+            error_type=error_type,
+            error_message="vendor words, key sk-ant-api03-xyzw",
+        )
+    )
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == []
     assert (error.code, error.retryable, error.status, error.retry_after) == (
@@ -192,8 +205,11 @@ async def test_status_errors(
         status,
         retry_after,
     )
-    assert error.message == "vendor words"
+    assert error.message == FAILURES[FailureCode(code)].message
     assert len(upstream.requests) == 1  # the SDK's own retries are off
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "tokenwire.providers")
+    assert "vendor words, key [redacted]" in logged and "xyzw" not in logged
+    assert f"status {status}" in logged and code in logged and "claude" in logged
 
 
 @pytest.mark.parametrize("behavior", [Behavior(no_end_marker=True), Behavior(cut_after=2)])
@@ -207,16 +223,35 @@ async def test_truncated_stream_ends_without_finish(
 
 
 @pytest.mark.parametrize(
-    ("error_type", "retryable"),
-    [("overloaded_error", True), ("api_error", True), ("invalid_request_error", False)],
+    ("error_type", "code", "retryable"),
+    [
+        ("overloaded_error", "upstream_overloaded", True),
+        ("rate_limit_error", "upstream_rate_limited", True),
+        ("api_error", "upstream_unavailable", True),
+        ("authentication_error", "upstream_auth", False),
+        ("permission_error", "upstream_auth", False),
+        ("invalid_request_error", "upstream_bad_request", False),
+        ("not_found_error", "upstream_not_found", False),
+        ("request_too_large", "upstream_bad_request", False),
+        ("timeout_error", "upstream_timeout", True),
+        ("billing_error", "upstream_quota", False),
+    ],
 )
 async def test_error_event_mid_stream(
-    upstream: FakeUpstream, make_provider: MakeProvider, error_type: str, retryable: bool
+    upstream: FakeUpstream,
+    make_provider: MakeProvider,
+    caplog: pytest.LogCaptureFixture,
+    error_type: str,
+    code: str,
+    retryable: bool,
 ) -> None:
     upstream.push(Behavior(error_event_after=1, error_type=error_type, error_message="Overloaded"))
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == [Begin(), TextChunk("Hello")]
-    assert (error.code, error.retryable, error.message) == ("stream_error", retryable, "Overloaded")
+    assert (error.code, error.retryable) == (code, retryable)
+    assert error.message == FAILURES[FailureCode(code)].message
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "tokenwire.providers")
+    assert f"{error_type}: Overloaded" in logged
 
 
 async def test_malformed_json_is_a_stream_error(
@@ -225,7 +260,7 @@ async def test_malformed_json_is_a_stream_error(
     upstream.push(Behavior(malformed_after=1))
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == [Begin(), TextChunk("Hello")]
-    assert (error.code, error.retryable) == ("stream_error", False)
+    assert (error.code, error.retryable) == ("upstream_invalid", False)
 
 
 async def test_aclose_mid_stream_closes_the_upstream_connection(
@@ -265,7 +300,7 @@ async def test_connection_refused_is_a_retryable_connect_error(make_provider: Ma
     provider = make_provider(base_url=f"http://127.0.0.1:{free_port()}")
     seen, error = await raises(provider.stream(REQUEST))
     assert seen == []
-    assert (error.code, error.retryable, error.status) == ("connect", True, None)
+    assert (error.code, error.retryable, error.status) == ("upstream_unavailable", True, None)
 
 
 async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> None:

@@ -23,6 +23,7 @@ from tokenwire.providers.base import (
     ToolCallRequest,
     UsageChunk,
 )
+from tokenwire.providers.failures import FAILURES, FailureCode
 from tokenwire.providers.openai import OpenAIProvider, error_for_status, parse_retry_after
 
 from .tool_requests import FIRST, QUESTION, SYSTEM, TOOLS
@@ -148,47 +149,84 @@ async def test_tool_call_deltas(upstream: FakeUpstream, make_provider: MakeProvi
 
 
 async def test_rate_limited_before_the_stream(
-    upstream: FakeUpstream, make_provider: MakeProvider
+    upstream: FakeUpstream, make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream.push(Behavior(status=429, retry_after="7", error_message="slow down"))
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == []
     assert (error.code, error.retryable, error.status, error.retry_after) == (
-        "rate_limited",
+        "upstream_rate_limited",
         True,
         429,
         7.0,
     )
-    assert "slow down" in error.message
+    assert error.message == FAILURES[FailureCode.RATE_LIMITED].message
+    # The upstream's words are the log's, with the provider, the status and the code.
+    (record,) = [r for r in caplog.records if r.name == "tokenwire.providers"]
+    assert record.levelname == "WARNING"
+    logged = record.getMessage()
+    assert "slow down" in logged and "gpt" in logged and "429" in logged
+    assert "upstream_rate_limited" in logged
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "retryable"),
+    ("status", "error_type", "code", "retryable"),
     [
-        (500, "server_error", True),
-        (503, "server_error", True),
-        (408, "server_error", True),
-        (400, "bad_request", False),
-        (404, "bad_request", False),
-        (422, "bad_request", False),
-        (401, "auth", False),
-        (403, "auth", False),
+        (500, None, "upstream_unavailable", True),
+        (502, None, "upstream_unavailable", True),
+        (503, None, "upstream_unavailable", True),
+        (503, "overloaded_error", "upstream_overloaded", True),
+        (529, None, "upstream_overloaded", True),
+        (504, None, "upstream_timeout", True),
+        (408, None, "upstream_timeout", True),
+        (400, None, "upstream_bad_request", False),
+        (422, None, "upstream_bad_request", False),
+        (404, None, "upstream_not_found", False),
+        (401, "invalid_request_error", "upstream_auth", False),
+        (403, None, "upstream_auth", False),
+        (429, "insufficient_quota", "upstream_quota", False),
     ],
 )
 async def test_status_errors(
-    upstream: FakeUpstream, make_provider: MakeProvider, status: int, code: str, retryable: bool
+    upstream: FakeUpstream,
+    make_provider: MakeProvider,
+    status: int,
+    error_type: str | None,
+    code: str,
+    retryable: bool,
 ) -> None:
-    upstream.push(Behavior(status=status, error_message=f"vendor says {status}"))
+    upstream.push(
+        Behavior(status=status, error_type=error_type, error_message=f"vendor says {status}")
+    )
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == []
     assert (error.code, error.retryable, error.status) == (code, retryable, status)
-    assert error.message == f"vendor says {status}"
+    assert error.message == FAILURES[FailureCode(code)].message
+    assert "vendor says" not in error.message and f"vendor says {status}" in error.detail
     assert error.retry_after is None
 
 
+async def test_a_key_hint_and_an_html_page_stay_out_of_the_error_and_the_key_out_of_the_log(
+    upstream: FakeUpstream, make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.push(
+        Behavior(status=401, error_message="Incorrect API key provided: sk-proj-…abcd."),
+        Behavior(status=502, raw_body="<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    )
+    _, auth = await raises(make_provider().stream(REQUEST))
+    _, gateway = await raises(make_provider().stream(REQUEST))
+    assert (auth.code, gateway.code) == ("upstream_auth", "upstream_unavailable")
+    for error in (auth, gateway):
+        assert "abcd" not in str(error) and "<html" not in str(error)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Incorrect API key provided: [redacted]" in logged and "abcd" not in logged
+    assert "502 Bad Gateway" in logged
+
+
 def test_status_table_and_retry_after() -> None:
-    assert error_for_status(529, "x").code == "server_error"
-    assert error_for_status(409, "x").retryable
+    assert error_for_status("gpt", 529, "x").code == "upstream_overloaded"
+    assert error_for_status("gpt", 409, "x").retryable
+    assert error_for_status("gpt", 500, "x", "rate_limit_error").code == "upstream_rate_limited"
     assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
     assert parse_retry_after({"retry-after": "soon"}) is None
     date = parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
@@ -207,15 +245,26 @@ async def test_truncated_stream_ends_without_finish(
 
 
 @pytest.mark.parametrize(
-    ("error_type", "retryable"), [("server_error", True), ("invalid_request_error", False)]
+    ("error_type", "code", "retryable"),
+    [
+        ("server_error", "upstream_unavailable", True),
+        ("rate_limit_exceeded", "upstream_rate_limited", True),
+        ("invalid_request_error", "upstream_bad_request", False),
+        ("something_new", "upstream_error", False),
+    ],
 )
 async def test_mid_stream_error_object(
-    upstream: FakeUpstream, make_provider: MakeProvider, error_type: str, retryable: bool
+    upstream: FakeUpstream,
+    make_provider: MakeProvider,
+    error_type: str,
+    code: str,
+    retryable: bool,
 ) -> None:
     upstream.push(Behavior(error_event_after=1, error_type=error_type, error_message="boom"))
     seen, error = await raises(make_provider().stream(REQUEST))
     assert seen == [Begin(), TextChunk("Hello")]
-    assert (error.code, error.retryable, error.message) == ("stream_error", retryable, "boom")
+    assert (error.code, error.retryable) == (code, retryable)
+    assert "boom" not in error.message and "boom" in error.detail
 
 
 async def test_malformed_json_is_a_stream_error(
@@ -224,7 +273,7 @@ async def test_malformed_json_is_a_stream_error(
     upstream.push(Behavior(malformed_after=2))
     seen, error = await raises(make_provider().stream(REQUEST))
     assert text(seen) == "Hello,"
-    assert (error.code, error.retryable) == ("stream_error", False)
+    assert (error.code, error.retryable) == ("upstream_invalid", False)
 
 
 async def test_aclose_mid_stream_closes_the_upstream_connection(
@@ -275,7 +324,7 @@ async def test_connection_refused_is_a_retryable_connect_error(make_provider: Ma
     provider = make_provider(base_url=f"http://127.0.0.1:{free_port()}/v1")
     seen, error = await raises(provider.stream(REQUEST))
     assert seen == []
-    assert (error.code, error.retryable, error.status) == ("connect", True, None)
+    assert (error.code, error.retryable, error.status) == ("upstream_unavailable", True, None)
 
 
 async def test_check(upstream: FakeUpstream, make_provider: MakeProvider) -> None:

@@ -79,17 +79,17 @@ async def test_a_steps_fault_and_its_times_count_that_steps_attempts() -> None:
     provider = ScriptedProvider()
     # Step 1 as before: `times` against the turn's attempt number.
     _, error = await raises(provider.stream(step(script, 1, attempt=1)))
-    assert error.message == "step one"
+    assert error.detail == "step one"
     assert (await collect(provider.stream(step(script, 1, attempt=2))))[-1] == Finish("tool_calls")
     # Step 2 starts at the turn's attempt 3: its own first two attempts fail, the third answers.
     for attempt in (3, 4):
         _, error = await raises(provider.stream(step(script, 2, attempt=attempt)))
-        assert error.message == "step two"
+        assert error.detail == "step two"
     assert text(await collect(provider.stream(step(script, 2, attempt=5)))) == "ok"
     # A new turn (its own script) counts from its own first call at the step.
     fresh = dict(script)
     _, error = await raises(provider.stream(step(fresh, 2, attempt=2)))
-    assert error.message == "step two"
+    assert error.detail == "step two"
     # An engine that numbers attempts per step works the same way.
     per_step = dict(script)
     outcomes = []

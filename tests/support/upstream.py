@@ -70,6 +70,9 @@ class Behavior:
     error_message: str = "fake upstream error"
     retry_after: str | None = None
     """``Retry-After`` header value, sent with a non-2xx status."""
+    raw_body: str | None = None
+    """With a non-2xx status: this body (``text/html``) instead of the vendor's JSON error, as
+    a proxy in front of the upstream answers."""
     headers_delay_s: float = 0.0
     """Pause before sending the response headers."""
     hang_before_headers: bool = False
@@ -315,6 +318,8 @@ class FakeUpstream:
 
 
 def _error_response(b: Behavior, *, anthropic: bool) -> web.Response:
+    if b.raw_body is not None:
+        return web.Response(text=b.raw_body, status=b.status, content_type="text/html")
     default_type = {429: "rate_limit_error", 401: "authentication_error"}.get(
         b.status, "api_error" if b.status >= 500 else "invalid_request_error"
     )

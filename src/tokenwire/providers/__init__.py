@@ -16,11 +16,16 @@ from .base import (
     ToolCallRequest,
     ToolSpec,
     UsageChunk,
+    upstream_failure,
 )
+from .failures import FAILURES, FailureCode, FailureKind, redact
 from .scripted import Script, ScriptedProvider
 
 __all__ = [
+    "FAILURES",
     "Begin",
+    "FailureCode",
+    "FailureKind",
     "Finish",
     "FinishReason",
     "GenerationRequest",
@@ -37,4 +42,6 @@ __all__ = [
     "ToolCallRequest",
     "ToolSpec",
     "UsageChunk",
+    "redact",
+    "upstream_failure",
 ]

@@ -8,7 +8,8 @@ a block that streamed no JSON gets ``{}`` at its ``content_block_stop``);
 yields :class:`UsageChunk` then :class:`Finish`. A stream that ends, or whose connection breaks,
 before ``message_stop`` ends the iterator without :class:`Finish` (``upstream_truncated``).
 
-SDK errors are translated at the edge with the same status table as the OpenAI adapter.
+SDK errors are translated at the edge (:func:`translate`) with the same status table as the
+OpenAI adapter; a streamed ``error`` event by its ``error.type`` (``providers/failures.py``).
 The SDK's own retries are off: the engine decides about retries and fallbacks.
 """
 
@@ -36,8 +37,10 @@ from .base import (
     ToolCallChunk,
     ToolCallRequest,
     UsageChunk,
+    upstream_failure,
 )
-from .openai import RETRYABLE_ERROR_TYPES, error_for_status, parse_retry_after
+from .failures import FailureCode, classify
+from .openai import error_for_status, parse_retry_after
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -52,20 +55,28 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def translate(exc: anthropic.APIError, *, in_stream: bool) -> ProviderError:
-    """An SDK error as a :class:`ProviderError`. ``in_stream``: raised while reading events, where
-    the SDK reports an ``event: error`` as an ``APIStatusError`` carrying the 200 of the stream."""
+def translate(provider: str, exc: anthropic.APIError, *, in_stream: bool) -> ProviderError:
+    """An SDK error as a :class:`ProviderError` of ``provider``. ``in_stream``: raised while
+    reading events, where the SDK reports an ``event: error`` as an ``APIStatusError`` carrying
+    the 200 of the stream; its ``error.type`` names the cause (``overloaded_error``,
+    ``rate_limit_error``, ``api_error``, ...)."""
     if isinstance(exc, anthropic.APIStatusError):
-        message = exc.api_message or exc.message
+        detail = exc.api_message or exc.message
+        words = (exc.type, exc.error_code)
         if in_stream:
-            return ProviderError(
-                message, retryable=exc.type in RETRYABLE_ERROR_TYPES, code="stream_error"
-            )
-        retry_after = parse_retry_after(exc.response.headers)
-        return error_for_status(exc.status_code, message, retry_after)
-    if isinstance(exc, anthropic.APIConnectionError):  # APITimeoutError included
-        return ProviderError(exc.message, retryable=True, code="connect")
-    return ProviderError(exc.message, retryable=False, code="stream_error")
+            return upstream_failure(provider, classify(None, *words), f"{exc.type}: {detail}")
+        return error_for_status(
+            provider,
+            exc.status_code,
+            detail,
+            *words,
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, anthropic.APITimeoutError):
+        return upstream_failure(provider, FailureCode.TIMEOUT, exc.message)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return upstream_failure(provider, FailureCode.UNAVAILABLE, exc.message)
+    return upstream_failure(provider, FailureCode.INVALID, exc.message)
 
 
 def messages(conversation: Sequence[Message]) -> list[dict[str, Any]]:
@@ -211,7 +222,7 @@ class AnthropicProvider:
         try:
             events = await self._sdk().messages.create(stream=True, **params)
         except anthropic.APIError as exc:
-            raise translate(exc, in_stream=False) from exc
+            raise translate(self.name, exc, in_stream=False) from exc
         try:
             yield Begin()
             input_tokens = output_tokens = 0
@@ -257,12 +268,12 @@ class AnthropicProvider:
                         yield Finish(finish)
                         return
             except anthropic.APIError as exc:
-                raise translate(exc, in_stream=True) from exc
+                raise translate(self.name, exc, in_stream=True) from exc
             except httpx2.TransportError:
                 return  # a broken body is a truncated one; see the module docstring
             except ValueError as exc:  # the SDK's json.loads of a malformed data line
-                raise ProviderError(
-                    f"malformed JSON in the stream: {exc}", retryable=False, code="stream_error"
+                raise upstream_failure(
+                    self.name, FailureCode.INVALID, f"malformed JSON in the stream: {exc}"
                 ) from exc
         finally:
             # Also on an early exit (aclose, cancel): closes the response, so an unfinished

@@ -10,16 +10,23 @@ every adapter keeps, and the engine relies on:
   ``[DONE]``, Anthropic's ``message_stop``, the local model's normal return). An iterator that
   ends without :class:`Finish` was truncated, and the engine says so (``upstream_truncated``).
 - failures raise :class:`ProviderError` (foreign exceptions are translated at the adapter's
-  edge), with ``retryable`` saying whether the same request may succeed if sent again;
+  edge), with ``code`` naming the cause (``providers/failures.py``), ``retryable`` saying
+  whether the same request may succeed if sent again, and a ``message`` written by tokenwire;
+  the upstream's own text is only logged, redacted (:func:`upstream_failure`);
 - closing the iterator early (``aclose()``, or cancelling the task iterating it) aborts the
   upstream: the HTTP connection is closed, the local model stops within one token.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from .failures import FAILURES, FailureCode, failure_code, redact
+
+logger = logging.getLogger("tokenwire.providers")
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -143,27 +150,60 @@ ProviderChunk = Begin | TextChunk | ToolCallChunk | SourceChunk | UsageChunk | F
 class ProviderError(Exception):
     """An upstream failure, translated at the adapter's edge.
 
-    ``retryable``: the same request may succeed if sent again (429, 5xx, connection refused,
-    a stream error the vendor marks transient). ``status`` is the upstream HTTP status if any.
-    ``code`` is a short machine word (``rate_limited``, ``server_error``, ``bad_request``,
-    ``auth``, ``connect``, ``stream_error``, ``model``).
+    ``code`` names the cause (a :class:`~.failures.FailureCode`: ``upstream_auth``,
+    ``upstream_rate_limited``, ``upstream_overloaded``, ...; older short words such as
+    ``connect`` are read through the table). ``message`` is tokenwire's own sentence for that
+    cause, the only text a client may see. ``detail`` is what the upstream or the adapter said,
+    redacted (:func:`~.failures.redact`): for the server log, never for a client.
+
+    ``retryable``: the same request may succeed if sent again (the table's answer for the code
+    unless the adapter knows better). ``status`` is the upstream HTTP status if any;
+    ``retry_after`` the seconds the upstream asked to wait (``Retry-After``).
     """
 
     def __init__(
         self,
-        message: str,
+        detail: str,
         *,
-        retryable: bool,
-        code: str = "upstream_error",
+        retryable: bool | None = None,
+        code: str = FailureCode.ERROR,
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.code = code
+        kind = FAILURES[failure_code(code)]
+        super().__init__(kind.message)
+        self.code: FailureCode = kind.code
+        self.message = kind.message
+        self.detail = redact(detail)
+        self.retryable = kind.retryable if retryable is None else retryable
         self.status = status
         self.retry_after = retry_after
+
+
+def upstream_failure(
+    provider: str,
+    code: FailureCode,
+    detail: str,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    retryable: bool | None = None,
+) -> ProviderError:
+    """The error for a failure of ``provider``'s upstream, with the upstream's own words
+    (``detail``) logged, redacted, on ``tokenwire.providers`` at warning level. Adapters raise
+    what this returns."""
+    error = ProviderError(
+        detail, retryable=retryable, code=code, status=status, retry_after=retry_after
+    )
+    logger.warning(
+        "provider %s failed: %s (status %s, retryable %s): %s",
+        provider,
+        error.code.value,
+        status if status is not None else "-",
+        error.retryable,
+        error.detail,
+    )
+    return error
 
 
 @dataclass(frozen=True, slots=True)

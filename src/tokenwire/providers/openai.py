@@ -4,7 +4,9 @@ that streams ``data: {chunk}`` lines and ends with ``data: [DONE]``.
 This is the relay's hot path, so it skips the vendor SDK: one pooled ``aiohttp`` session per
 provider, the body's bytes straight into :class:`~tokenwire.protocol.sse.SSEDecoder`, each
 ``data:`` parsed once with ``orjson``. How vendor failures become :class:`ProviderError` is one
-table, :func:`error_for_status` (the Anthropic adapter shares it).
+table, :func:`error_for_status` (the Anthropic adapter shares it), over the causes of
+``providers/failures.py``: clients get tokenwire's message for the cause, the log the
+upstream's words, redacted.
 
 Tools: a request's ``tools`` go as ``tools`` (``type: function``) with its ``tool_choice``; an
 assistant message's calls as ``tool_calls`` and a tool result as a ``tool`` message with its
@@ -42,10 +44,13 @@ from .base import (
     TextChunk,
     ToolCallChunk,
     UsageChunk,
+    upstream_failure,
 )
+from .failures import FailureCode, classify
 
 CHECK_TIMEOUT_S = 5.0
 _ERROR_BODY_LIMIT = 64 * 1024
+_DETAIL_LIMIT = 2000
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -55,35 +60,28 @@ _FINISH: dict[str, FinishReason] = {
     "content_filter": "content_filter",
 }
 
-RETRYABLE_ERROR_TYPES = frozenset(
-    {
-        "server_error",
-        "api_error",
-        "overloaded_error",
-        "rate_limit_error",
-        "rate_limit_exceeded",
-        "internal_error",
-        "service_unavailable",
-        "timeout",
-    }
-)
-"""Vendor ``error.type`` values that mean "try again": a mid-stream error of one of these types
-is retryable."""
 
-
-def error_for_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
-    """The one table from an upstream HTTP status to a :class:`ProviderError`."""
-    if status == 429:
-        code, retryable = "rate_limited", True
-    elif status in (408, 409) or status >= 500:
-        code, retryable = "server_error", True
-    elif status in (401, 403):
-        code, retryable = "auth", False
-    else:  # 400, 404, 422 and every other 4xx: sending it again cannot help
-        code, retryable = "bad_request", False
-    return ProviderError(
-        message, retryable=retryable, code=code, status=status, retry_after=retry_after
+def error_for_status(
+    provider: str,
+    status: int,
+    detail: str,
+    *vendor_words: str | None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """The one table from an upstream HTTP status (and the vendor's ``error.type`` /
+    ``error.code``, which may say more: ``overloaded_error``, ``insufficient_quota``) to a
+    :class:`ProviderError` whose message is tokenwire's; ``detail``, the upstream's own words,
+    is only logged, redacted."""
+    code = classify(status, *vendor_words)
+    return upstream_failure(
+        provider, code, f"HTTP {status}: {detail}", status=status, retry_after=retry_after
     )
+
+
+def stream_error(provider: str, data: str) -> ProviderError:
+    """A vendor's error object inside a stream (``data: {"error": {...}}``)."""
+    detail, words = vendor_message(data, "an error inside the stream")
+    return upstream_failure(provider, classify(None, *words), detail)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -97,19 +95,21 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return retry_after_seconds(headers.get("retry-after"))
 
 
-def vendor_message(body: bytes | str, fallback: str) -> tuple[str, str | None]:
-    """``(message, error type)`` from a vendor error body ``{"error": {"message", "type"}}``."""
+def vendor_message(body: bytes | str, fallback: str) -> tuple[str, tuple[str | None, ...]]:
+    """``(message, (error type, error code))`` from a vendor error body ``{"error": {"message",
+    "type", "code"}}``; a body that is not JSON (a proxy's HTML page) is the message itself."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        return (text.strip()[:500] or fallback), None
+        return (text.strip()[:_DETAIL_LIMIT] or fallback), ()
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or fallback), _str_or_none(error.get("type"))
+        words = (_str_or_none(error.get("type")), _str_or_none(error.get("code")))
+        return str(error.get("message") or fallback), words
     if isinstance(error, str):
-        return error, None
-    return fallback, None
+        return error, ()
+    return fallback, ()
 
 
 def _str_or_none(value: object) -> str | None:
@@ -198,13 +198,20 @@ class OpenAIProvider:
             response = await self._pool().post(
                 self._url, data=payload, headers={"Content-Type": "application/json"}
             )
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ProviderError(
-                f"cannot reach {self._url}: {exc!r}", retryable=True, code="connect"
+        except TimeoutError as exc:  # sock_connect: the connect timeout
+            raise upstream_failure(
+                self.name, FailureCode.TIMEOUT, f"connecting to {self._url} timed out"
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise upstream_failure(
+                self.name, FailureCode.UNAVAILABLE, f"cannot reach {self._url}: {exc!r}"
             ) from exc
         except aiohttp.ClientError as exc:  # an invalid URL and the like: configuration
-            raise ProviderError(
-                f"cannot send to {self._url}: {exc!r}", retryable=False, code="connect"
+            raise upstream_failure(
+                self.name,
+                FailureCode.UNAVAILABLE,
+                f"cannot send to {self._url}: {exc!r}",
+                retryable=False,
             ) from exc
         complete = False
         try:
@@ -221,13 +228,13 @@ class OpenAIProvider:
                             complete = True
                             yield Finish(finish)
                             return
-                        for chunk in _chunks(data):
+                        for chunk in _chunks(self.name, data):
                             if isinstance(chunk, Finish):
                                 finish = chunk.reason
                             else:
                                 yield chunk
             except RemoteProtocolError as exc:
-                raise ProviderError(str(exc), retryable=False, code="stream_error") from exc
+                raise upstream_failure(self.name, FailureCode.INVALID, str(exc)) from exc
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
                 return  # a broken body is a truncated one; see the module docstring
             complete = True  # EOF without [DONE]: the connection is clean, the stream truncated
@@ -244,9 +251,14 @@ class OpenAIProvider:
             raw = await response.content.read(_ERROR_BODY_LIMIT)
         except (aiohttp.ClientError, TimeoutError):
             raw = b""
-        fallback = f"HTTP {response.status} {response.reason or ''}".strip()
-        message, _ = vendor_message(raw, fallback)
-        return error_for_status(response.status, message, parse_retry_after(response.headers))
+        detail, words = vendor_message(raw, f"HTTP {response.status} {response.reason or ''}")
+        return error_for_status(
+            self.name,
+            response.status,
+            detail,
+            *words,
+            retry_after=parse_retry_after(response.headers),
+        )
 
     async def check(self) -> ProviderHealth:
         timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
@@ -281,23 +293,20 @@ def _message(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": message.content}
 
 
-def _chunks(data: str) -> list[ProviderChunk]:
+def _chunks(provider: str, data: str) -> list[ProviderChunk]:
     """The chunks in one ``data:`` payload; a :class:`Finish` in it only *records* the reason."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ProviderError(
-            f"malformed JSON in the stream: {data[:200]!r}", retryable=False, code="stream_error"
+        raise upstream_failure(
+            provider, FailureCode.INVALID, f"malformed JSON in the stream: {data[:200]!r}"
         ) from exc
     if not isinstance(obj, dict):
-        raise ProviderError(
-            f"unexpected stream data: {data[:200]!r}", retryable=False, code="stream_error"
+        raise upstream_failure(
+            provider, FailureCode.INVALID, f"unexpected stream data: {data[:200]!r}"
         )
     if "error" in obj:
-        message, error_type = vendor_message(data, "upstream error in the stream")
-        raise ProviderError(
-            message, retryable=error_type in RETRYABLE_ERROR_TYPES, code="stream_error"
-        )
+        raise stream_error(provider, data)
     out: list[ProviderChunk] = []
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}

@@ -9,9 +9,12 @@ script::
 
 Fault kinds, applied when the stream reaches token index ``at`` (0 = before the first token):
 
-- ``fail``: raise :class:`ProviderError` (``retryable`` as given). ``times`` limits the fault to
-  the first N attempts, so a retry can then succeed (in a tool loop: the first N attempts of
-  that step).
+- ``fail``: raise :class:`ProviderError` as an upstream would: ``code`` names the cause (a
+  ``providers/failures.py`` code; default the one ``status`` gives, else ``upstream_error``),
+  ``retryable`` and ``retry_after_s`` as given; ``message`` plays the upstream's own words, so
+  it is logged (redacted) and the client reads tokenwire's message for the code. ``times``
+  limits the fault to the first N attempts, so a retry can then succeed (in a tool loop: the
+  first N attempts of that step).
 - ``hang``: stop producing anything until the consumer gives up (deadline or cancel).
 - ``truncate``: end the stream without its end marker.
 
@@ -39,13 +42,14 @@ from .base import (
     Finish,
     GenerationRequest,
     ProviderChunk,
-    ProviderError,
     ProviderHealth,
     SourceChunk,
     TextChunk,
     ToolCallChunk,
     UsageChunk,
+    upstream_failure,
 )
+from .failures import FAILURES, FailureCode, classify
 
 DEFAULT_TOKENS = ("Hello", " from", " the", " scripted", " provider", ".")
 
@@ -58,9 +62,35 @@ class Fault(BaseModel):
     times: int | None = Field(
         default=None, ge=1, description="fire on the first N attempts only (default: every one)"
     )
-    retryable: bool = True
-    message: str = "scripted failure"
-    status: int | None = None
+    code: FailureCode | None = Field(
+        default=None,
+        description="the cause to report (default: the status's, else upstream_error)",
+    )
+    retryable: bool | None = Field(
+        default=None,
+        description="default: the cause's (true when neither code nor status is given)",
+    )
+    message: str = Field(
+        default="scripted failure",
+        description="the upstream's own words: logged (redacted), never sent to the client",
+    )
+    status: int | None = Field(default=None, ge=100, le=599)
+    retry_after_s: float | None = Field(
+        default=None, ge=0, le=3600, description="the Retry-After the upstream would send"
+    )
+
+    def failure(self) -> tuple[FailureCode, bool]:
+        """The cause this fault reports, and whether it is retryable."""
+        if self.code is not None:
+            code = self.code
+        elif self.status is not None:
+            code = classify(self.status)
+        else:
+            code = FailureCode.ERROR
+        if self.retryable is not None:
+            return code, self.retryable
+        named = self.code is not None or self.status is not None
+        return code, FAILURES[code].retryable if named else True
 
 
 class ScriptedToolCall(BaseModel):
@@ -257,8 +287,14 @@ class ScriptedProvider:
 
     async def _fire(self, fault: Fault) -> None:
         if fault.kind == "fail":
-            raise ProviderError(
-                fault.message, retryable=fault.retryable, code="scripted", status=fault.status
+            code, retryable = fault.failure()
+            raise upstream_failure(
+                self.name,
+                code,
+                fault.message,
+                status=fault.status,
+                retry_after=fault.retry_after_s,
+                retryable=retryable,
             )
         if fault.kind == "hang":
             await asyncio.Event().wait()
