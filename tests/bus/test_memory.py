@@ -144,3 +144,63 @@ async def test_only_the_newest_finished_streams_are_kept() -> None:
         log.append(name, _done(lc))
     log.open("live")  # a stream in flight is never dropped for space
     assert "a" not in log and "b" in log and "c" in log and "live" in log
+
+
+def _finish(log: MemoryEventLog, name: str, deltas: list[str]) -> list[Event]:
+    """A whole stream of ``deltas`` and its terminal, appended to ``log``."""
+    log.open(name)
+    lc = TurnLifecycle(name)
+    events = [lc.send(Start(model="m", route="r", created_at=0.0))]
+    events += [lc.send(TextDelta(delta=d)) for d in deltas]
+    events.append(_done(lc))
+    for e in events:
+        log.append(name, e)
+    return events
+
+
+async def test_a_finished_stream_is_packed_and_replays_exactly() -> None:
+    """Issue 13 item 6: retained streams are held packed, in far fewer bytes, and every
+    cursor still replays exactly what was appended."""
+    log = MemoryEventLog()
+    events = _finish(log, "s", [f"w{i} " for i in range(500)])
+    live_bytes = log.retained_bytes
+    await asyncio.sleep(0)  # packing runs on the loop's next turn, after the readers' wake-up
+    assert log.retained_bytes < live_bytes / 3
+    for after in (0, 1, 250, 500, 501):
+        follower = log.follower("s", after)
+        assert follower.take() == events[after:]
+        assert follower.finished
+    assert log.terminal("s") == events[-1] and log.head("s") == events[-1].seq
+
+
+async def test_a_stream_is_bounded_in_bytes_and_a_cursor_into_what_was_trimmed_is_refused() -> None:
+    log = MemoryEventLog(max_stream_bytes=20_000)
+    log.open("s")
+    lc, events = _events(0)
+    log.append("s", events[0])
+    behind = log.follower("s", 0)
+    for i in range(1000):
+        event = lc.send(TextDelta(delta=f"{i:03d}" * 30))  # ~90 bytes of text each
+        events.append(event)
+        log.append("s", event)
+        assert log.retained_bytes <= 20_000
+    with pytest.raises(ResumeUnavailable):
+        behind.take()  # never a silent jump over what was dropped
+    with pytest.raises(ResumeUnavailable):
+        log.follower("s", 0).take()
+    head = log.head("s")
+    assert log.follower("s", head - 5).take() == events[-5:]
+
+
+async def test_finished_streams_are_dropped_oldest_first_past_the_total_bytes() -> None:
+    log = MemoryEventLog(max_retained_bytes=60_000, pack_finished=False)
+    log.open("live")
+    log.append("live", _events(0)[1][0])
+    for n in range(10):
+        _finish(log, f"s{n}", ["x" * 100] * 100)  # ~17 KB each
+        assert log.retained_bytes <= 60_000
+    kept = [n for n in range(10) if f"s{n}" in log]
+    assert kept == list(range(10 - len(kept), 10)) and 1 <= len(kept) < 10
+    assert "live" in log  # a stream in flight is never dropped for space
+    with pytest.raises(UnknownStream):
+        log.follower("s0", 0)
