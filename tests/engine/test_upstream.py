@@ -124,7 +124,7 @@ async def test_server_errors_exhaust_retries_into_one_error(
     async with Engine(relay_settings(upstream, kind)) as engine:
         events = [e async for e in (await engine.submit({"prompt": "hi"})).events()]
     error = check_invariants(events)
-    assert isinstance(error, Error) and error.code == "upstream_error" and error.retryable
+    assert isinstance(error, Error) and error.code == "upstream_unavailable" and error.retryable
     assert error.attempts == 2 and len(upstream.requests) == 2
 
 

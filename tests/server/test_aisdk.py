@@ -762,7 +762,7 @@ CUT = {"tokens": ["ab", "cd", "ef"], "fault": {"kind": "fail", "at": 2, "retryab
 @pytest.mark.parametrize(
     ("script", "text", "error"),
     [
-        (FAILED, None, "upstream_error: scripted failure"),
+        (FAILED, None, "upstream_error: the upstream provider failed"),
         (CUT, "abcd", "upstream_error: the answer is incomplete (the upstream failed)"),
     ],
     ids=["failed", "cut-short"],

@@ -426,7 +426,7 @@ async def test_a_failed_turn_and_a_timed_out_turn_get_their_badges(browser: Brow
         await ui.finished(failed)
         await expect(failed).to_have_attribute("data-kind", "failed")
         await expect(failed.locator(".badge")).to_have_text("Failed")
-        await expect(failed.get_by_role("alert")).to_contain_text("scripted failure")
+        await expect(failed.get_by_role("alert")).to_contain_text("the upstream provider failed")
         timed_out = await ui.ask("y", script=hanging(["part"]))
         await ui.finished(timed_out)
         await expect(timed_out).to_have_attribute("data-kind", "timeout")

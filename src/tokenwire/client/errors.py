@@ -108,7 +108,9 @@ class ResumeError(TokenwireError):
 
 class TurnError(TokenwireError):
     """The turn ended with an ``error`` event: it failed before anything visible was
-    delivered. ``retryable`` says whether sending the same request later may succeed."""
+    delivered. ``code`` says why (``upstream_rate_limited``, ``timeout_first_token``, ...);
+    ``retryable`` whether sending the same request later may succeed, and ``retry_after`` how
+    many seconds to wait first when the upstream said."""
 
     def __init__(self, event: Error) -> None:
         super().__init__(f"{event.code}: {event.message}")
@@ -116,6 +118,7 @@ class TurnError(TokenwireError):
         self.code = event.code
         self.message = event.message
         self.retryable = event.retryable
+        self.retry_after: float | None = event.retry_after_s
         self.stream_id = event.stream_id
 
 

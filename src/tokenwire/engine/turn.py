@@ -141,6 +141,8 @@ class _Outcome:
     model: str | None = None
     retry_after: float | None = None
     """Seconds the upstream asked us to wait before trying again (``Retry-After``)."""
+    code: str | None = None
+    """The upstream failure's cause (``upstream_rate_limited``, ...): ``error.code``."""
 
 
 @dataclass(slots=True)
@@ -639,6 +641,7 @@ class Turn:
                 exc.retryable,
                 provider.model,
                 retry_after=exc.retry_after,
+                code=exc.code,
             )
         except asyncio.CancelledError:
             # Stopped mid-call (cancel, disconnect, deadline, shutdown): closing the stream
@@ -910,11 +913,12 @@ class Turn:
     def _emit_error(self, outcome: _Outcome) -> Error:
         event = self._emit(
             Error(
-                code=outcome.reason.value,
+                code=outcome.code or outcome.reason.value,
                 message=outcome.message or outcome.reason.value,
                 retryable=outcome.retryable,
                 attempts=self.attempts,
                 timings=self._timings(),
+                retry_after_s=outcome.retry_after,
             )
         )
         assert isinstance(event, Error)

@@ -227,12 +227,17 @@ class Error:
     stream_id: str = ""
     seq: int = 0
     code: str
-    """A :class:`Reason` value (e.g. ``upstream_error``, ``timeout_first_token``)."""
+    """Why: a :class:`Reason` value for tokenwire's own endings (``timeout_first_token``,
+    ``shutdown``, ...), or the cause of an upstream failure (``upstream_auth``,
+    ``upstream_rate_limited``, ``upstream_overloaded``, ...; the table is in the README)."""
     message: str
+    """Written by tokenwire for the code; never an upstream's own text."""
     retryable: bool
     """True when the same request may succeed if sent again later."""
     attempts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    retry_after_s: float | None = None
+    """Seconds to wait before sending it again, when the upstream said (``Retry-After``)."""
 
 
 Event = (

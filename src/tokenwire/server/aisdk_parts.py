@@ -258,6 +258,8 @@ class UIMessageTranslator:
             "retryable": error.retryable,
             "attempts": error.attempts,
         }
+        if error.retry_after_s is not None:
+            metadata["retryAfter"] = error.retry_after_s  # seconds, as the upstream asked
         return self._finish(chunks, metadata)
 
     def _finish(self, chunks: list[UIChunk], metadata: dict[str, Any]) -> list[UIChunk]:

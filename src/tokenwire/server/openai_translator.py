@@ -9,6 +9,7 @@ and writes. Requests are translated by :mod:`.openai_request`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -16,6 +17,7 @@ from typing import Any, Final
 import orjson
 
 from ..protocol import Done, Error, Event, Reason, Start, TextDelta
+from ..providers.failures import FailureCode
 
 DONE: Final = "[DONE]"
 """The frame that ends a stream that completed (``data: [DONE]``)."""
@@ -30,7 +32,7 @@ _FINISH_REASONS: Final = {
 }
 """The endings OpenAI has a ``finish_reason`` for: the whole answer, as the model ended it."""
 
-_FAILURE_STATUS: Final = {
+_FAILURE_STATUS: Final[dict[str, int]] = {
     Reason.CANCELLED: 499,
     Reason.CLIENT_GONE: 499,
     Reason.SHUTDOWN: 503,
@@ -41,9 +43,20 @@ _FAILURE_STATUS: Final = {
     Reason.UPSTREAM_TRUNCATED: 502,
     Reason.WORKER_LOST: 502,
     Reason.LOG_UNAVAILABLE: 503,
+    FailureCode.AUTH: 502,
+    FailureCode.QUOTA: 502,
+    FailureCode.RATE_LIMITED: 429,
+    FailureCode.OVERLOADED: 503,
+    FailureCode.BAD_REQUEST: 400,
+    FailureCode.NOT_FOUND: 502,
+    FailureCode.UNAVAILABLE: 502,
+    FailureCode.TIMEOUT: 504,
+    FailureCode.INVALID: 502,
 }
-"""A turn without a whole answer, as an HTTP status. 499 ("client closed request", as gRPC's
-CANCELLED maps to HTTP): stopped on request, not worth retrying."""
+"""A turn without a whole answer, as an HTTP status (anything else: 502). 499 ("client closed
+request", as gRPC's CANCELLED maps to HTTP): stopped on request, not worth retrying. An upstream
+that refused tokenwire's own credentials or quota is a 502, never a 401 or a 429: the caller's
+key is fine and nothing the caller does will help; ``x-should-retry`` says whether to retry."""
 
 
 def completion_id(stream_id: str) -> str:
@@ -63,6 +76,8 @@ def error_type(status: int) -> str:
     """OpenAI's ``type`` for an error status."""
     if status == 499:
         return "cancelled"
+    if status == 429:
+        return "rate_limit_error"
     return "invalid_request_error" if status < 500 else "server_error"
 
 
@@ -81,6 +96,7 @@ def extension(terminal: Done | Error) -> dict[str, Any]:
             "reason": terminal.code,
             "partial": False,
             "retryable": terminal.retryable,
+            "retry_after_s": terminal.retry_after_s,
         }
     usage = terminal.usage or {}
     return {
@@ -124,12 +140,16 @@ class Failure:
 
 def failure(terminal: Done | Error, *, with_answer: bool = True) -> Failure:
     """The HTTP answer for a turn that did not produce a whole answer: 502 upstream failures,
-    504 deadlines, 503 shutdown (``Retry-After``), 499 cancelled. The error object's ``code``
-    is the tokenwire reason; its ``tokenwire`` member is :func:`extension`, plus (with
+    504 deadlines, 429 and 503 an upstream's rate limit and overload, 503 shutdown (each of
+    those three with ``Retry-After``), 400 a request the upstream refused, 499 cancelled. The
+    error object's ``code`` is tokenwire's (a reason or an upstream failure's cause) and its
+    ``message`` tokenwire's words; its ``tokenwire`` member is :func:`extension`, plus (with
     ``with_answer``) the partial ``answer`` and ``usage``, so nothing produced is lost."""
     ext = extension(terminal)
+    retry_after: float | None = None
     if isinstance(terminal, Error):
         code, message, retryable = terminal.code, terminal.message, terminal.retryable
+        retry_after = terminal.retry_after_s
     else:
         code = terminal.reason.value
         message = f"the turn ended before its answer was complete ({code})"
@@ -137,12 +157,12 @@ def failure(terminal: Done | Error, *, with_answer: bool = True) -> Failure:
         if with_answer:
             ext["answer"] = terminal.answer
             ext["usage"] = usage_object(terminal.usage)
-    try:
-        status = _FAILURE_STATUS.get(Reason(code), 502)
-    except ValueError:
-        status = 502
+    status = _FAILURE_STATUS.get(code, 502)
     body = error_object(message, kind=error_type(status), code=code, tokenwire=ext)
-    return Failure(status, body, retryable, 1 if status == 503 else None)
+    wait: int | None = None
+    if retryable and status in (429, 503):
+        wait = max(1, math.ceil(retry_after)) if retry_after is not None else 1
+    return Failure(status, body, retryable, wait)
 
 
 def completion(done: Done, *, model: str, created: int) -> dict[str, Any]:
