@@ -61,6 +61,12 @@ class LocalProviderSettings(_ProviderSection):
     concurrency: int | None = Field(
         default=1, ge=1, description="one model: calls take turns, interactive ones first"
     )
+    prefill_chunk_tokens: int = Field(
+        default=64,
+        ge=1,
+        description="prompt tokens evaluated between two checks for a stop: a stop during a "
+        "long prompt frees the model after at most this many",
+    )
 
 
 class OpenAIProviderSettings(_ProviderSection):

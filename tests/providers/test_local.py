@@ -356,3 +356,48 @@ async def test_closing_the_stream_during_the_tool_decision_stops_the_model(
     after = await asyncio.wait_for(collect(provider.stream(ask(TIPS, max_tokens=3))), GUARD_S)
     assert after[-1] == Finish("length")
     assert_idle(provider)
+
+
+# ~1,300 prompt tokens: 21 chunks of 64, several seconds of prompt evaluation on 2 threads.
+LONG_NOTES = " ".join(
+    f"Note {i}: the river near town {i} flows north past {i} old mills." for i in range(60)
+)
+
+
+async def test_a_stop_during_a_long_prompt_interrupts_its_evaluation(
+    provider: LocalProvider,
+) -> None:
+    request = ask(LONG_NOTES + " Which town has the most mills?", max_tokens=16)
+    stream = provider.stream(request)
+    assert await asyncio.wait_for(anext(stream), GUARD_S) == Begin()
+    turn = record_of(provider, request)
+    # Set by the worker after the first chunk of the prompt: the evaluation is under way.
+    assert await asyncio.to_thread(turn.prefill_begun.wait, GUARD_S)
+    await stream.aclose()
+    await wait_ended(turn)
+    assert turn.prompt_tokens > 1200
+    # The stop reached the model between two chunks: part of the prompt was never evaluated,
+    # and not one token was sampled.
+    assert turn.prefill_stopped and turn.phase_at_cancel == "answer"
+    assert turn.prompt_reused < turn.prompt_evaluated < turn.prompt_tokens
+    assert turn.tokens == 0
+    # What was evaluated stays usable: the same prompt next reuses it as a cached prefix and
+    # answers exactly as a fresh evaluation of the whole prompt does.
+    again = ask(request.messages[0].content, max_tokens=16)
+    chunks = await asyncio.wait_for(collect(provider.stream(again)), GUARD_S)
+    assert record_of(provider, again).prompt_reused == turn.prompt_evaluated
+    streamed = "".join(c.text for c in chunks if isinstance(c, TextChunk))
+
+    def fresh(llm: Any) -> str:
+        llm.reset()
+        out = llm.create_completion(
+            render(again.messages),
+            max_tokens=16,
+            temperature=0.0,
+            repeat_penalty=1.15,
+            stop=stop_sequences(),
+        )
+        return str(out["choices"][0]["text"])
+
+    assert streamed and streamed == (await provider.call(fresh)).lstrip()
+    assert_idle(provider)

@@ -8,8 +8,11 @@ the event loop through a bounded :class:`~tokenwire.providers.bridge.Bridge`, so
 pauses generation instead of buffering it.
 
 Cancel: closing the iterator (``aclose()`` or cancelling the task iterating it) sets the turn's
-cancel flag, which llama.cpp checks after every sampled token (a stopping criterion), so at most
-one more token is computed; a turn still queued is skipped and never touches the model.
+cancel flag. The prompt is evaluated in chunks of ``settings.prefill_chunk_tokens``
+(:func:`~tokenwire.providers.prefill.prefill`) with the flag checked between chunks, so a stop
+during a long prompt frees the model after at most one chunk; during generation llama.cpp
+checks it after every sampled token (a stopping criterion), so at most one more token is
+computed; a turn still queued is skipped and never touches the model.
 
 Tools: a request with ``tools`` first runs a *decision* generation on the same model: the
 transcript with the tools listed, ending in a cue for one line of JSON, constrained by the
@@ -32,7 +35,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ from .base import (
     UsageChunk,
 )
 from .bridge import Bridge
+from .prefill import prefill
 from .transcript import (
     NO_TOOL,
     FittedPrompt,
@@ -87,6 +91,12 @@ class TurnRecord:
     ``phase`` is what the worker runs: ``decision`` (a turn with tools choosing whether to call
     one; ``decision`` then holds the JSON it wrote, once complete) or ``answer``.
     ``prompt_tokens`` is the running phase's prompt, ``input_tokens`` all phases' prompts.
+
+    Prompt evaluation (prefill): ``prompt_evaluated`` tokens of the running phase's prompt are
+    in the model's context, ``prompt_reused`` of them left there by the previous prompt;
+    ``prefill_begun`` is set once the turn's first chunk of prompt was evaluated (an event to
+    wait for before stopping a turn mid-prefill); ``prefill_stopped`` is True when a cancel
+    ended the turn before its prompt was fully evaluated.
     """
 
     request: GenerationRequest
@@ -101,6 +111,10 @@ class TurnRecord:
     tokens: int = 0
     tokens_at_cancel: int | None = None
     phase_at_cancel: Phase | None = None
+    prompt_evaluated: int = 0
+    prompt_reused: int = 0
+    prefill_begun: threading.Event = field(default_factory=threading.Event)
+    prefill_stopped: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
     _phase_start: int = 0  # ``tokens`` when the running phase started
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -112,6 +126,14 @@ class TurnRecord:
             self._phase_start = self.tokens
             self.prompt_tokens = prompt_tokens
             self.input_tokens += prompt_tokens
+            self.prompt_evaluated = self.prompt_reused = 0
+
+    def on_prefill(self, reused: int, evaluated: int) -> None:
+        """The worker evaluated the running phase's prompt up to ``evaluated`` tokens."""
+        with self._lock:
+            self.prompt_reused, self.prompt_evaluated = reused, evaluated
+        if evaluated > reused:
+            self.prefill_begun.set()
 
     def cancel(self) -> None:
         """The consumer went away: the worker stops at its next token (idempotent; does nothing
@@ -340,8 +362,6 @@ class LocalProvider:
             self._end_turn(turn)
 
     def _generate(self, turn: TurnRecord, bridge: Bridge[ProviderChunk]) -> None:
-        from llama_cpp import StoppingCriteriaList
-
         try:
             self._ensure_model()
         except Exception as exc:
@@ -417,18 +437,19 @@ class LocalProvider:
                 bridge.finish()
                 return
             turn.begin_phase("answer", fitted.prompt_tokens)
-        parts = llm.create_completion(
+        parts = self._complete(
+            turn,
             # The token ids fit_prompt already computed (the same tokenization llama would do
             # for the string): tokenizing twice costs about a millisecond of first-token time.
             tokenized[fitted.prompt],
-            stream=True,
             max_tokens=fitted.max_tokens,
             temperature=temperature,
             repeat_penalty=self._settings.repeat_penalty,
             stop=stops,
-            stopping_criteria=StoppingCriteriaList([turn.on_token]),
             grammar=grammar,
         )
+        if parts is None:  # cancelled during the prompt
+            return
         reason: str | None = None
         started = False  # whether any answer text was sent yet
         try:
@@ -462,23 +483,22 @@ class LocalProvider:
         """Run the tool decision of ``turn``: the JSON it chose (``{"tool": "none"}`` when it
         answers instead), or None if the turn was cancelled. A decision cut short by its token
         budget counts as "none", or fails the turn when a call is required."""
-        from llama_cpp import StoppingCriteriaList
-
         request = turn.request
         if turn.cancelled:
             return None
         schema = decision_schema(request.tools, required=request.tool_choice == "required")
-        parts = self._llm.create_completion(
+        parts = self._complete(
+            turn,
             prompt,
-            stream=True,
             max_tokens=decision.max_tokens,
             temperature=temperature,
             # JSON repeats its quotes and braces by design: no penalty for that.
             repeat_penalty=1.0,
-            stopping_criteria=StoppingCriteriaList([turn.on_token]),
             # The tool's name first: the choice is made there, the arguments follow from it.
             grammar=self._grammar(schema, prop_order=("tool", "arguments"), leading_space=True),
         )
+        if parts is None:
+            return None
         pieces: list[str] = []
         reason: str | None = None
         try:
@@ -506,6 +526,32 @@ class LocalProvider:
                 code="model",
             )
         return {"tool": NO_TOOL}
+
+    def _complete(
+        self, turn: TurnRecord, prompt: list[int], **sampling: Any
+    ) -> Generator[dict[str, Any]] | None:
+        """Evaluate ``prompt`` in chunks, stopping between two if ``turn`` is cancelled (None),
+        then start llama's streaming completion of it, which finds the prompt evaluated and
+        samples at once; its stopping criterion ends it at the token after a cancel."""
+        from llama_cpp import StoppingCriteriaList
+
+        evaluated = prefill(
+            self._llm,
+            prompt,
+            chunk_tokens=self._settings.prefill_chunk_tokens,
+            stopped=lambda: turn.cancelled,
+            progress=turn.on_prefill,
+        )
+        if not evaluated:
+            turn.prefill_stopped = True
+            return None
+        parts: Generator[dict[str, Any]] = self._llm.create_completion(
+            prompt,
+            stream=True,
+            stopping_criteria=StoppingCriteriaList([turn.on_token]),
+            **sampling,
+        )
+        return parts
 
     def _end_turn(self, turn: TurnRecord) -> None:
         with self._lock:
