@@ -136,6 +136,8 @@ class Gateway:
             retention_s=limits.stream_retention_s,
             max_events=limits.max_stream_events,
             max_finished=limits.max_retained_streams,
+            max_stream_bytes=limits.max_stream_bytes,
+            max_retained_bytes=limits.max_retained_bytes,
             on_error=self._error,
             on_lost=self._end_lost,
             check_s=max(1.0, self.settings.worker_lease_s),

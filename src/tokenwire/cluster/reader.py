@@ -55,6 +55,8 @@ class RedisLogReader(LocalCopy):
         retention_s: float,
         max_events: int,
         max_finished: int,
+        max_stream_bytes: int = 16 * 1024 * 1024,
+        max_retained_bytes: int = 256 * 1024 * 1024,
         on_error: Callable[[str], None] = lambda _op: None,
         on_lost: Callable[[str, list[Event]], Awaitable[None]] | None = None,
         check_s: float = 2.0,
@@ -66,7 +68,11 @@ class RedisLogReader(LocalCopy):
         self._tail_redis = tail_redis
         self._keys = Keys(settings.prefix)
         self.local = MemoryEventLog(
-            max_events=max_events, retention_s=retention_s, max_finished=max_finished
+            max_events=max_events,
+            retention_s=retention_s,
+            max_finished=max_finished,
+            max_stream_bytes=max_stream_bytes,
+            max_retained_bytes=max_retained_bytes,
         )
         self._tailing: dict[str, int] = {}
         """Stream id → the seq of the last event copied, for the streams still running."""

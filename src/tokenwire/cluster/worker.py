@@ -97,6 +97,7 @@ class Worker:
             settings.redis,
             retention_s=limits.stream_retention_s,
             max_events=limits.max_stream_events,
+            max_stream_bytes=limits.max_stream_bytes,
             on_unwritable=self._unwritable,
             on_error=self._error,
         )

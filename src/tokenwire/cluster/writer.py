@@ -64,6 +64,7 @@ class RedisLogWriter(LocalCopy):
         *,
         retention_s: float,
         max_events: int,
+        max_stream_bytes: int = 16 * 1024 * 1024,
         on_unwritable: Callable[[str, Reason], None] = lambda _sid, _reason: None,
         on_error: Callable[[str], None] = lambda _op: None,
     ) -> None:
@@ -73,9 +74,14 @@ class RedisLogWriter(LocalCopy):
         self._retention_ms = max(1, int(retention_s * 1000))
         # The local copy serves head/terminal/followers in this process, and is what a stream
         # is written again from should Redis lose it; it is dropped when the worker is done
-        # with the stream (forget), Redis being the truth for everyone else.
+        # with the stream (forget), Redis being the truth for everyone else: so never packed.
         self.local = MemoryEventLog(
-            max_events=max_events, retention_s=max(retention_s, 60.0), max_finished=10_000
+            max_events=max_events,
+            retention_s=max(retention_s, 60.0),
+            max_finished=10_000,
+            max_stream_bytes=max_stream_bytes,
+            max_retained_bytes=2**62,  # what the worker runs: bounded by concurrency
+            pack_finished=False,
         )
         self._streams: dict[str, _Stream] = {}
         self._dirty: set[str] = set()

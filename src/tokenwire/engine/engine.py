@@ -215,6 +215,8 @@ class Engine:
             max_events=limits.max_stream_events,
             retention_s=limits.stream_retention_s,
             max_finished=limits.max_retained_streams,
+            max_stream_bytes=limits.max_stream_bytes,
+            max_retained_bytes=limits.max_retained_bytes,
         )
         self.metrics = EngineMetrics()
         self.hooks = Hooks(
