@@ -202,6 +202,22 @@ async def ws_error(live: Live, case: Case, route: str) -> tuple[Error, str]:
     return terminal, "\n".join(frames)
 
 
+async def ai_sdk_error(live: Live, case: Case, route: str) -> tuple[list[Any], bytes]:
+    """The UI message chunks of the AI SDK endpoint's answer (``data: [DONE]`` left out)."""
+    request = {
+        "id": "chat-1",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        "trigger": "submit-message",
+        **body(case, route),
+    }
+    del request["prompt"]
+    async with asyncio.timeout(GUARD_S):
+        async with live.client.stream("POST", "/v1/ai-sdk/chat", json=request) as response:
+            raw = b"".join([chunk async for chunk in response.aiter_bytes()])
+    chunks = [orjson.loads(m.data) for m in SSEDecoder().feed(raw) if m.data != "[DONE]"]
+    return chunks, raw
+
+
 async def sdk_error(live: Live, case: Case, route: str, *, stream: bool) -> openai.APIStatusError:
     extra = {"tokenwire": {"deadlines": case.deadlines}} if case.deadlines else None
     client = openai.AsyncOpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
@@ -244,6 +260,14 @@ async def test_every_client_gets_tokenwires_code_and_words_and_the_log_gets_the_
     frame, frames = await ws_error(live, case, route)
     assert_tokenwire_error(frame, case)
     assert_no_leak(frames)
+
+    chunks, raw = await ai_sdk_error(live, case, route)
+    (part,) = [c for c in chunks if c["type"] == "error"]
+    assert part["errorText"].startswith(f"{case.code}: ")
+    metadata = chunks[-1]["messageMetadata"]
+    assert (metadata["reason"], metadata["retryable"]) == (case.code, case.retryable)
+    assert metadata.get("retryAfter") == case.retry_after
+    assert_no_leak(raw)
 
     for stream in (False, True):
         error = await sdk_error(live, case, route, stream=stream)
