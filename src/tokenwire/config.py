@@ -28,10 +28,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_HOST_NAME = r"^(\*|(\*\.)?[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$"
+_ORIGIN = r"^(\*|https?://([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?)$"
+
+
 class ServerSettings(_Section):
+    """The ``[server]`` section: where to listen, and who may drive the server from a browser
+    (see ``tokenwire.server.origins``)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     heartbeat_s: float = Field(default=15.0, gt=0, description="SSE comment interval")
+    allowed_hosts: list[Annotated[str, Field(pattern=_HOST_NAME)]] | None = Field(
+        default=None,
+        description=(
+            "Host header names served (any port; '*.example.com' a domain's subdomains; '*' "
+            "any). Default: auth off, the loopback names plus the bind host (no DNS "
+            "rebinding); auth on, any"
+        ),
+    )
+    allowed_origins: list[Annotated[str, Field(pattern=_ORIGIN)]] | None = Field(
+        default=None,
+        description=(
+            "browser origins (scheme://host[:port]) other than the server's own that may call "
+            "it, with CORS; '*' any. Requests with no Origin always pass. Default: auth off, "
+            "none; auth on, any (every request needs a key a foreign page does not have)"
+        ),
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="send Access-Control-Allow-Credentials to the origins listed by name",
+    )
+    cors_max_age_s: int = Field(
+        default=600, ge=0, description="how long a browser may cache a preflight's answer"
+    )
 
 
 class _ProviderSection(_Section):
@@ -283,6 +313,22 @@ class LimitSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_ws_frame_bytes: int = Field(default=1_048_576, ge=1024)
     max_active_turns: int = Field(default=2000, ge=1)
+    max_active_turns_per_tenant: int | None = Field(
+        default=None,
+        ge=1,
+        description="turns in flight per authenticated tenant; default: half of max_active_turns",
+    )
+    max_turns_per_connection: int = Field(
+        default=100, ge=1, description="turns one WebSocket may have starting or running"
+    )
+    ws_commands_per_s: float = Field(
+        default=100.0,
+        ge=0,
+        description="a WebSocket's sustained command rate (0: no limit); past it, close 4008",
+    )
+    ws_command_burst: int = Field(
+        default=1000, ge=1, description="commands a WebSocket may send at once, above the rate"
+    )
     max_messages: int = Field(default=500, ge=1)
     default_max_tokens: int = Field(default=512, ge=1)
     max_tokens: int = Field(default=32_768, ge=1)
@@ -302,6 +348,16 @@ class LimitSettings(_Section):
     )
     max_retained_streams: int = Field(
         default=10_000, ge=0, description="finished streams kept at most (oldest dropped first)"
+    )
+    max_stream_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=4096,
+        description="bytes of events kept per stream log (oldest trimmed: resume_unavailable)",
+    )
+    max_retained_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="bytes of every stream log in all (finished streams dropped, oldest first)",
     )
     hook_queue_size: int = Field(default=1000, ge=1)
     disconnect_grace_s: float = Field(

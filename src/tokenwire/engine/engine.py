@@ -61,6 +61,7 @@ from ..tools import ToolOutcome, ToolRegistry, builtin_registry, kb_search_tool,
 from ..tools import run_tool as run_tool_call
 from .extraction import ExtractionPlan
 from .hooks import Hooks
+from .idempotency import IdempotencyTable, restarts
 from .metrics import EngineMetrics
 from .outbox import OutboxWorker
 from .records import TurnRecorder
@@ -73,6 +74,7 @@ from .request import (
 )
 from .routing import RouteChoice, RouteSelector
 from .scheduler import ProviderScheduler
+from .shares import TenantShares, tenant_share
 from .turn import RetrievalPlan, Turn, TurnPlan
 
 if TYPE_CHECKING:
@@ -123,13 +125,27 @@ class TurnControl(Protocol):
 class TurnHandle:
     """A started turn: its id, its events (replayable from any seq) and its stop button."""
 
-    def __init__(self, turn: TurnControl, log: EventLog, *, joined: bool = False) -> None:
+    def __init__(
+        self,
+        turn: TurnControl,
+        log: EventLog,
+        *,
+        joined: bool = False,
+        rejoin: Callable[[], None] | None = None,
+    ) -> None:
         self._turn = turn
         self._log = log
+        self._rejoin = rejoin
         self.stream_id = turn.stream_id
         self.route = turn.route
         self.joined = joined
         """True when ``submit`` found this turn by its idempotency key instead of starting it."""
+
+    @property
+    def originator(self) -> bool:
+        """True when this handle's reader counts as the client that started the turn: pass it
+        to :meth:`detach`. A retry by Idempotency-Key is the originator back (embedded mode)."""
+        return not self.joined or self._rejoin is not None
 
     @property
     def background(self) -> bool:
@@ -143,6 +159,8 @@ class TurnHandle:
     def attach(self) -> None:
         """Count a reader in (call :meth:`detach` when it leaves)."""
         self._turn.attach()
+        if self._rejoin is not None:
+            self._rejoin()
 
     def detach(self, *, originator: bool) -> None:
         """A reader left. ``originator``: it was the client that started the turn, whose
@@ -252,8 +270,11 @@ class Engine:
         self._dispatches: set[asyncio.Task[None]] = set()
         self._route_results: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._recent: OrderedDict[str, Turn] = OrderedDict()
-        self._idempotent: OrderedDict[tuple[str | None, str], _Idempotent] = OrderedDict()
+        self._idempotent = IdempotencyTable(limits.max_retained_streams)
         self._turns: dict[str, Turn] = {}
+        # A worker's turns were admitted by a gateway, shares included, cluster-wide.
+        self.shares = TenantShares(None if self.role == "worker" else tenant_share(limits))
+        """Turns in flight per tenant: one tenant cannot take every slot."""
         self._remembered: OrderedDict[str, str] = OrderedDict()
         self._summarizing: dict[str, asyncio.Task[None]] = {}
         self._counters: dict[str, TokenCounter] = {}
@@ -413,6 +434,7 @@ class Engine:
         *,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        seen_seq: int = 0,
     ) -> TurnHandle:
         """Validate the request and start its turn. Raises :class:`RequestError` (the
         client's fault) or :class:`Overloaded` (try again later).
@@ -424,8 +446,11 @@ class Engine:
 
         With an ``idempotency_key`` seen before (within the retention of finished streams), the
         turn it started is returned instead (``handle.joined``): a retried POST joins its
-        stream rather than starting a second generation, even when the retries race. The same
-        key with a different request is a :class:`RequestError` (``idempotency_conflict``)."""
+        stream rather than starting a second generation, even when the retries race — unless
+        that turn was stopped by its originator's drop (``client_gone``) and the retry saw
+        nothing visible of it (``seen_seq``: the retry's ``Last-Event-ID``), which starts it
+        afresh under the key (see ``engine.idempotency``). The same key with a different
+        request is a :class:`RequestError` (``idempotency_conflict``)."""
         received_at = time.perf_counter()
         if not isinstance(request, TurnRequest):
             try:
@@ -441,31 +466,26 @@ class Engine:
             return TurnHandle(turn, self.log)
         scoped = (tenant, idempotency_key)
         fingerprint = request.model_dump_json()
-        known = self._idempotent.get(scoped)
-        if known is not None:
+        while (known := self._idempotent.get(scoped)) is not None:
             if known.fingerprint != fingerprint:
                 raise RequestError(
                     "idempotency_conflict",
                     "this Idempotency-Key was used with a different request",
                 )
             # The first request may still be starting: wait for its turn (or its error).
-            return TurnHandle(await asyncio.shield(known.turn), self.log, joined=True)
-        entry = _Idempotent(fingerprint, asyncio.get_running_loop().create_future())
-        self._idempotent[scoped] = entry
-        self._trim(self._idempotent)
+            keyed = await asyncio.shield(known.turn)
+            if self._idempotent.get(scoped) is not known:
+                continue  # a racing retry started the key afresh meanwhile: join that one
+            if not restarts(keyed, self.log, seen_seq):
+                return TurnHandle(keyed, self.log, joined=True, rejoin=keyed.rejoin)
+            break
+        entry = self._idempotent.claim(scoped, fingerprint)
         try:
             turn = await self._start(request, tenant, received_at=received_at)
         except BaseException as exc:
-            # A start that failed does not keep the key: the client may try again.
-            if self._idempotent.get(scoped) is entry:
-                del self._idempotent[scoped]
-            if isinstance(exc, Exception):
-                entry.turn.set_exception(exc)
-                entry.turn.exception()  # retrieved here: waiters, if any, get it too
-            else:
-                entry.turn.cancel()
+            self._idempotent.failed(scoped, entry, exc)
             raise
-        entry.turn.set_result(turn)
+        self._idempotent.started(entry, turn)
         return TurnHandle(turn, self.log)
 
     async def _start(
@@ -478,7 +498,7 @@ class Engine:
         received_at: float | None = None,
     ) -> Turn:
         received_at = received_at if received_at is not None else time.perf_counter()
-        self._admit()
+        self._admit(tenant)
         routed_at = time.perf_counter()
         try:
             choice = self.route_selector.choose(request, tenant)
@@ -489,7 +509,7 @@ class Engine:
         plan = self._plan(request, tenant, choice, stream_id=stream_id)
         if request.conversation_id is not None and self.store is not None:
             plan = await self._with_history(plan, request)
-            self._admit()  # the world may have changed while the history loaded
+            self._admit(tenant)  # the world may have changed while the history loaded
         self.metrics.route_choices.labels(
             choice.route, choice.tier, choice.rule or ("request" if request.route else "default")
         ).inc()
@@ -512,6 +532,7 @@ class Engine:
         )
         self.log.open(plan.stream_id)
         self._turns[plan.stream_id] = turn
+        self.shares.add(tenant)
         self.metrics.active_streams.inc()
         if recorder is not None:
             recorder.start(plan.stream_id, _started(turn))
@@ -577,12 +598,18 @@ class Engine:
             return await self.gateway.active(tenant=tenant)
         return self.active(tenant=tenant)
 
-    def _admit(self) -> None:
+    def _admit(self, tenant: str | None) -> None:
         if self._closing:
             raise Overloaded("the server is shutting down", retry_after_s=5)
         if len(self._turns) >= self.settings.limits.max_active_turns:
             self.metrics.rejected.labels("overloaded").inc()
             raise Overloaded(f"{len(self._turns)} turns in flight; the limit is reached")
+        if self.shares.full(tenant):
+            self.metrics.rejected.labels("overloaded").inc()
+            raise Overloaded(
+                f"this tenant has {self.shares.in_flight(tenant)} turns in flight; its share "
+                "is reached"
+            )
 
     async def run(
         self, request: TurnRequest | Mapping[str, Any], *, tenant: str | None = None
@@ -742,7 +769,8 @@ class Engine:
             await turn.run()
         finally:
             late = turn.abandon(Reason.SHUTDOWN)
-            self._turns.pop(turn.stream_id, None)
+            if self._turns.pop(turn.stream_id, None) is not None:
+                self.shares.remove(turn.plan.tenant)
             self._recent[turn.stream_id] = turn
             self._trim(self._recent)
             self.metrics.active_streams.dec()
@@ -1051,14 +1079,6 @@ class Engine:
             backoff_initial_s=settings.retry.backoff_initial_s,
             backoff_max_s=settings.retry.backoff_max_s,
         )
-
-
-@dataclass(slots=True)
-class _Idempotent:
-    fingerprint: str
-    """The request the key was first used with (its canonical JSON)."""
-    turn: asyncio.Future[Turn]
-    """The turn it started, once started (waiters of a racing retry await it)."""
 
 
 def _history_turn(stored: Mapping[str, Any]) -> HistoryTurn:
