@@ -39,7 +39,7 @@ from .base import (
     UsageChunk,
     upstream_failure,
 )
-from .failures import FailureCode, classify
+from .failures import FailureCode, classify, redact
 from .openai import error_for_status, parse_retry_after
 
 CHECK_TIMEOUT_S = 5.0
@@ -284,7 +284,8 @@ class AnthropicProvider:
         try:
             await self._sdk().models.list(limit=1, timeout=CHECK_TIMEOUT_S)
         except anthropic.APIStatusError as exc:
-            return ProviderHealth(False, f"HTTP {exc.status_code}: {exc.message}")
+            return ProviderHealth(False, f"HTTP {exc.status_code}: {redact(exc.message)}")
         except anthropic.APIError as exc:
-            return ProviderHealth(False, f"cannot reach {self._sdk().base_url}: {exc.message}")
+            reason = redact(exc.message)
+            return ProviderHealth(False, f"cannot reach {self._sdk().base_url}: {reason}")
         return ProviderHealth(True, f"reachable at {self._sdk().base_url}")
