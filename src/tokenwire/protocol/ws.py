@@ -11,6 +11,11 @@ Client → server (text frames, one JSON object each)::
 Server → client: protocol events with ``request_id`` added, and, for a message that could not
 be served, ``{"type": "error", "request_id": ..., "code": ..., "message": ...}``.
 
+Every command gets exactly one answer: a ``generate`` its turn's events through the terminal
+one, or one ``error`` when the request is refused (``overloaded`` included); a ``cancel`` of a
+turn starting or running ends that turn (``done``, partial, reason ``cancelled``), one of a
+request that already ended is answered by its terminal event already sent.
+
 Two kinds of failure, two answers: a frame that is not a JSON object cannot be attributed to a
 request, so :func:`parse_client_message` raises :class:`FrameError` and the socket is closed
 (1007); a well-formed frame with a bad message raises :class:`MessageError`, which answers that
@@ -29,6 +34,8 @@ from .errors import RemoteProtocolError
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_RATE_LIMITED = 4008
+"""The client sent commands faster than ``[limits] ws_commands_per_s`` (burst included)."""
 
 MAX_REQUEST_ID_CHARS = 200
 
