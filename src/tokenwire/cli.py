@@ -117,6 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server import create_app
+    from .server.logfilter import quiet_client_input
 
     settings = _settings(args)
     host = args.host or settings.server.host
@@ -141,6 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws_max_size=settings.limits.max_ws_frame_bytes,
         timeout_graceful_shutdown=10,
     )
+    quiet_client_input()  # no client input may put a traceback in the log
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[Any] | None = None) -> None:

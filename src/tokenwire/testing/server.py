@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from ..server.logfilter import quiet_client_input
+
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
@@ -29,6 +31,7 @@ async def serve_app(app: Any, **config: Any) -> AsyncIterator[str]:
     cfg = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", **config
     )
+    quiet_client_input()
     server = _Server(cfg)
     task = asyncio.create_task(server.serve())
     ready = asyncio.create_task(server.ready.wait())
