@@ -206,7 +206,7 @@ async def test_overflowing_max_waiting_is_refused_as_overloaded(provider: LocalP
         with pytest.raises(ProviderError) as caught:
             # Refused at once; were it queued instead, it would wait for the held model forever.
             await asyncio.wait_for(anext(provider.stream(ask("One too many?"))), 10)
-        assert caught.value.code == "overloaded" and caught.value.retryable
+        assert caught.value.code == "upstream_overloaded" and caught.value.retryable
     finally:
         await holder.aclose()
     queued_chunks = await asyncio.wait_for(queued, GUARD_S)
@@ -221,7 +221,7 @@ async def test_a_prompt_longer_than_the_context_fails_as_bad_request(
     with pytest.raises(ProviderError) as caught:
         async for chunk in provider.stream(ask("word " * 3000)):
             received.append(chunk)
-    assert caught.value.code == "bad_request" and not caught.value.retryable
+    assert caught.value.code == "upstream_bad_request" and not caught.value.retryable
     assert received == []  # refused before Begin: nothing was accepted
     assert_idle(provider)
 
@@ -233,7 +233,7 @@ async def test_aclose_ends_live_turns_and_refuses_new_ones() -> None:
     await local.aclose()
     with pytest.raises(ProviderError) as caught:
         await collect(stream)
-    assert caught.value.code == "shutdown"
+    assert caught.value.code == "upstream_unavailable"
     with pytest.raises(ProviderError):
         await anext(local.stream(ask(TIPS)))
     assert (await local.check()).reachable  # the packaged model is still there to load
