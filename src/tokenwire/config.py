@@ -92,7 +92,7 @@ class LocalProviderSettings(_ProviderSection):
         default=1, ge=1, description="one model: calls take turns, interactive ones first"
     )
     prefill_chunk_tokens: int = Field(
-        default=64,
+        default=128,
         ge=1,
         description="prompt tokens evaluated between two checks for a stop: a stop during a "
         "long prompt frees the model after at most this many",

@@ -358,7 +358,7 @@ async def test_closing_the_stream_during_the_tool_decision_stops_the_model(
     assert_idle(provider)
 
 
-# ~1,300 prompt tokens: 21 chunks of 64, several seconds of prompt evaluation on 2 threads.
+# ~1,300 prompt tokens: 11 chunks of 128, seconds of prompt evaluation on 2 threads.
 LONG_NOTES = " ".join(
     f"Note {i}: the river near town {i} flows north past {i} old mills." for i in range(60)
 )

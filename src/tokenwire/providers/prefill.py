@@ -11,10 +11,13 @@ prompt, the logits are those of its last token), so the ``create_completion`` th
 the whole prompt cached and samples at once. A stopped prefill leaves a consistent prefix: the
 next prompt reuses what matches of it, as llama-cpp-python's own prefix cache would.
 
-Why not llama.cpp's abort callback (``llama_set_abort_callback``)? ggml calls it after every
-graph node (hundreds per batch), and a ctypes callback takes the GIL each time: with the event
-loop busy, every node would wait for the interpreter. An aborted ``llama_decode`` also logs an
-error line on stderr. Chunks cost a few percent of prompt throughput and touch no C state.
+Why not llama.cpp's abort callback (``llama_set_abort_callback``)? It stops within a graph node
+(~2 ms), but ggml calls it after every node (~1,400 for a 1,200-token prompt) and a ctypes
+callback takes the GIL each time: with another Python thread busy (the event loop of a loaded
+gateway), the prompt took twice as long as without the callback (13 s against 7 s, measured
+here). An aborted ``llama_decode`` also writes to stderr. Chunks of 128 cost ~9% of prompt
+throughput (64: ~15%), whatever the event loop does, and touch no C state; the numbers are in
+docs/PERFORMANCE.md (``bench/local.py --prefill-stop``).
 """
 
 from __future__ import annotations
