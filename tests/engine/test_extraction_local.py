@@ -3,6 +3,7 @@ and validates, whatever the model makes of the prompt."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import jsonschema
@@ -10,6 +11,7 @@ import pytest
 
 from tokenwire import Done, Engine, Settings
 
+from ..support.model import HUNG_S, NO_DEADLINES
 from .test_turn import check_invariants
 
 pytestmark = pytest.mark.model
@@ -51,7 +53,11 @@ PROMPTS = [
 
 @pytest.fixture
 async def engine() -> AsyncIterator[Engine]:
-    async with Engine(Settings(extraction={"timeout_s": 120, "max_tokens": 96})) as eng:
+    # Grammar-constrained extraction over Gemma's 262k-token vocabulary takes 3-20 s idle, far
+    # longer on a busy machine: its timeout (which cannot be off) and the deadlines stay out of
+    # the way; HUNG_S only stops a hang.
+    settings = Settings(extraction={"timeout_s": HUNG_S, "max_tokens": 96}, deadlines=NO_DEADLINES)
+    async with Engine(settings) as eng:
         yield eng
 
 
@@ -64,7 +70,8 @@ async def test_twenty_varied_prompts_all_validate(engine: Engine) -> None:
             "temperature": 0,
             "extraction": {"schema": REVIEW, "strategy": "sequential"},
         }
-        events = [e async for e in (await engine.submit(body)).events()]
+        async with asyncio.timeout(HUNG_S):
+            events = [e async for e in (await engine.submit(body)).events()]
         done = check_invariants(events)
         assert isinstance(done, Done), prompt
         record = done.structured

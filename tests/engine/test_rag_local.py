@@ -4,10 +4,17 @@ answer was given."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from tokenwire import Done, Engine, Settings
 from tokenwire.retrieval import open_knowledge_base
+
+from ..support.model import HUNG_S, NO_DEADLINES
+
+pytestmark = pytest.mark.model
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "kb"
 
@@ -25,8 +32,9 @@ async def test_a_rag_turn_on_the_local_model_answers_with_the_fixture_documents(
     settings = Settings(
         routes={"default": {"providers": ["local"], "retrieval": {"top_k": 2}}},
         store={"url": store_url},
+        deadlines=NO_DEADLINES,
     )
-    async with Engine(settings) as engine:
+    async with Engine(settings) as engine, asyncio.timeout(HUNG_S):
         handle = await engine.submit(
             {"prompt": "How often should the Lumen kettle be descaled?", "max_tokens": 48}
         )

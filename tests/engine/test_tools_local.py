@@ -5,14 +5,19 @@ from its result in the same turn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import jsonschema
+import pytest
 
 from tokenwire import Done, Engine, Settings
 from tokenwire.protocol import ToolCall, ToolResult
 
+from ..support.model import HUNG_S, NO_DEADLINES
 from .test_turn import check_invariants
+
+pytestmark = pytest.mark.model
 
 
 async def test_the_local_model_calls_a_required_tool_then_answers_from_its_result() -> None:
@@ -26,8 +31,10 @@ async def test_the_local_model_calls_a_required_tool_then_answers_from_its_resul
             }
         },
         store={"url": ""},
+        # The grammar-constrained decision is slow on a busy machine: no deadline applies.
+        deadlines=NO_DEADLINES,
     )
-    async with Engine(settings) as engine:
+    async with Engine(settings) as engine, asyncio.timeout(HUNG_S):
         handle = await engine.submit({"prompt": "What is 12 times 7?", "max_tokens": 32})
         events = [event async for event in handle.events()]
         specs = {spec.name: spec for spec in engine.tools.specs(["current_time", "calculator"])}
