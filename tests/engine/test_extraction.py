@@ -38,7 +38,9 @@ def text_of(events: list[Event]) -> str:
 
 @pytest.fixture
 async def engine() -> Any:
-    async with Engine(scripted_settings(extraction={"timeout_s": 5})) as eng:
+    # Generous: these extractions must succeed, however busy the machine (the timeout's own
+    # test below uses a hang).
+    async with Engine(scripted_settings(extraction={"timeout_s": 120})) as eng:
         yield eng
 
 

@@ -281,9 +281,11 @@ async def test_unknown_route_tools_are_refused_at_startup() -> None:
 
 
 async def test_idle_and_first_token_deadlines_wait_while_tools_run(engine: Engine) -> None:
+    # The deadlines are long enough for the scripted text on a busy machine; the tool outlasts
+    # them three times over, so a deadline counted during it would fire.
     script = {
         "tokens": ["Checking. "],
-        "tool_calls": [call("slow", '{"seconds": 0.6}', call_id="s1")],
+        "tool_calls": [call("slow", '{"seconds": 3}', call_id="s1")],
         "then": [{"tokens": ["Done."]}],
     }
     handle = await engine.submit(
@@ -291,7 +293,7 @@ async def test_idle_and_first_token_deadlines_wait_while_tools_run(engine: Engin
             "prompt": "help",
             "route": "tools",
             "script": script,
-            "deadlines": {"first_token_s": 0.2, "idle_s": 0.2},
+            "deadlines": {"first_token_s": 1, "idle_s": 1},
         }
     )
     events = [event async for event in handle.events()]

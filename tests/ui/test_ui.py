@@ -348,7 +348,7 @@ async def test_the_insights_panel_fills_from_the_structured_channel(browser: Bro
         ],
         "delay_ms": 40,
     }
-    async with open_ui(browser, settings(extraction={"timeout_s": 10})) as ui:
+    async with open_ui(browser, settings(extraction={"timeout_s": 120})) as ui:
         await ui.page.evaluate(
             """() => {
                 window.insightStates = [];
@@ -527,7 +527,7 @@ async def test_screenshot_of_finished_and_running_turns(browser: Browser, tmp_pa
             '"summary": "Lead with the request, one topic per email, end with a next step."}',
         ]
     }
-    async with open_ui(browser, settings(extraction={"timeout_s": 10})) as ui:
+    async with open_ui(browser, settings(extraction={"timeout_s": 120})) as ui:
         await ui.page.set_viewport_size({"width": 1180, "height": 1180})
         first = await ui.ask(
             "Give me three tips for writing clearer emails.",
