@@ -203,6 +203,9 @@ class Turn:
         self._stop_reason: Reason | None = None
         self._running = False
         self.readers = 0
+        self._originators = 1
+        """Readers whose departure applies ``on_disconnect``: the client that started the turn,
+        plus each retry of it by its Idempotency-Key (:meth:`rejoin`)."""
         self._grace: asyncio.TimerHandle | None = None
         self._usage: UsageChunk | None = None
         self._earlier_usage: UsageChunk | None = None
@@ -277,9 +280,19 @@ class Turn:
         # else: run() has not begun; it sees the stop reason before calling any provider.
         return True
 
+    @property
+    def stop_reason(self) -> Reason | None:
+        """Why :meth:`stop` ended the turn (set at once, before its terminal event)."""
+        return self._stop_reason
+
     def attach(self) -> None:
         """A reader starts following the stream (a resume or a join counts)."""
         self.readers += 1
+
+    def rejoin(self) -> None:
+        """The originator is back (a retry by its Idempotency-Key): until that reader detaches
+        as originator too, the first connection's departure does not apply ``on_disconnect``."""
+        self._originators += 1
 
     def detach(self, *, originator: bool) -> None:
         """A reader left. If it was the client that started the turn and the turn is still
@@ -288,6 +301,9 @@ class Turn:
         self.readers = max(0, self.readers - 1)
         if not originator or self.plan.background or self.terminal is not None:
             return
+        self._originators -= 1
+        if self._originators > 0:
+            return  # the same client still reads it through a retry of its request
         if self.plan.on_disconnect == "continue":
             if self._grace is None:
                 self._grace = self._loop.call_later(

@@ -114,7 +114,14 @@ async def stream_response(engine: Engine, auth: Authenticator, request: Request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise ApiError(400, "bad_request", "Idempotency-Key must be 1..200 characters")
-    handle = await engine.submit(body, idempotency_key=key, tenant=who.tenant)
+    # A retry by key says what it already holds of the key's stream (fetch-event-source sends
+    # Last-Event-ID on every retry): it resumes after that, or gets a fresh turn (see
+    # engine.idempotency). Without a key there is no stream it could refer to.
+    seen = _cursor(request) if key is not None else 0
+    handle = await engine.submit(body, idempotency_key=key, tenant=who.tenant, seen_seq=seen)
+    after = seen if handle.joined else 0
+    if after > handle.head:
+        raise ApiError(400, "bad_request", f"cursor {after} is ahead of the stream")
     token = auth.issue_token(who, handle.stream_id)
     headers = {STREAM_TOKEN_HEADER: token} if token is not None else {}
     if handle.background:
@@ -132,7 +139,7 @@ async def stream_response(engine: Engine, auth: Authenticator, request: Request)
             status_code=202,
             headers={"Location": f"/v1/streams/{handle.stream_id}", **headers},
         )
-    return _sse(engine, handle, after_seq=0, originator=not handle.joined, headers=headers)
+    return _sse(engine, handle, after_seq=after, originator=handle.originator, headers=headers)
 
 
 async def resume_response(
@@ -141,15 +148,20 @@ async def resume_response(
     """``GET /v1/streams/{id}/events``: replay after ``Last-Event-ID`` (or ``?after=``) and
     follow live, as a viewer: leaving never stops the turn."""
     tenant = principal(auth, request, stream_id).tenant
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
+    after = _cursor(request)
     handle = await engine.lookup(stream_id, tenant=tenant)
-    after = int(raw)
     if after > handle.head:
         # No client can have seen an event that does not exist yet: a corrupted cursor.
         raise ApiError(400, "bad_request", f"cursor {after} is ahead of the stream")
     return _sse(engine, handle, after_seq=after, originator=False)
+
+
+def _cursor(request: Request) -> int:
+    """The client's ``Last-Event-ID`` (or ``?after=``): the last seq it holds (0: none)."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, "bad_request", "Last-Event-ID / after must be a non-negative integer")
+    return int(raw)
 
 
 async def _refuse_websocket(ws: WebSocket, exc: Unauthenticated, subprotocol: str | None) -> None:

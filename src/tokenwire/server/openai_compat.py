@@ -102,7 +102,7 @@ async def _start(engine: Engine, auth: Authenticator, request: Request) -> Respo
         heartbeat_s=settings.server.heartbeat_s,
         send_timeout_s=settings.limits.slow_client_send_timeout_s,
         max_lag_events=settings.limits.slow_client_lag_events,
-        originator=not handle.joined,
+        originator=handle.originator,
         extra_headers={STREAM_TOKEN_HEADER: token} if token is not None else None,
     )
 
