@@ -271,3 +271,60 @@ async def test_kb_search_with_no_knowledge_base_configured_is_a_clear_error(
         _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "no knowledge base" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_serve_accepts_a_plain_sqlite_url(tmp_path: Path) -> None:
+    path = tmp_path / "tokenwire.toml"
+    path.write_text(SCRIPTED + f'\n[store]\nurl = "sqlite:///{tmp_path}/plain.db"\n')
+    env = {k: v for k, v in os.environ.items() if k != "TOKENWIRE_STORE__URL"}
+    proc = await asyncio.create_subprocess_exec(
+        *TOKENWIRE,
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("tokenwire serving on http://127.0.0.1:"), (
+            line + (await proc.stderr.read()).decode()
+        )
+        async with httpx.AsyncClient(base_url=line.split()[-1], timeout=30) as client:
+            response = await client.post("/v1/streams", json={"prompt": "hi"})
+        assert response.status_code == 200 and "event: done" in response.text
+        assert (tmp_path / "plain.db").is_file()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+async def test_config_errors_are_printed_one_line_each_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokenwire.toml"
+    path.write_text('[server]\nprot = 8000\n[store]\nurl = "postgresql+psycopg2://u:pw@h/db"\n')
+    env = {k: v for k, v in os.environ.items() if k != "TOKENWIRE_STORE__URL"}
+    proc = await asyncio.create_subprocess_exec(
+        *TOKENWIRE,
+        "worker",
+        "--config",
+        str(path),
+        stderr=asyncio.subprocess.PIPE,
+        env={**env, "TOKENWIRE_PROVIDERS__LOCAL__N_THREADS": "2"},
+    )
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    lines = err.decode().splitlines()
+    assert proc.returncode == 2
+    assert lines == [
+        f"tokenwire: {path}: server.prot: unknown key (did you mean 'port'?)",
+        f"tokenwire: {path}: store.url: unsupported database URL scheme 'postgresql+psycopg2': "
+        "use sqlite:///PATH or postgresql://user:password@host/db (drivers aiosqlite and asyncpg)",
+    ]

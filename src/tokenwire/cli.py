@@ -16,6 +16,7 @@ from typing import Any
 
 from .auth import Authenticator, InsecureBind, check_bind, new_key_snippet
 from .config import Settings, load_settings
+from .config_errors import ConfigError
 from .engine import Engine, RequestError
 from .protocol import Done, Error, Event, Reason, SSEDecoder, TextDelta, decode_event
 from .retrieval.cli import add_kb_parser
@@ -27,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"tokenwire: {line}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"tokenwire: {exc}", file=sys.stderr)
         return 2

@@ -8,10 +8,18 @@ local Gemma model behind route ``default``, served on 127.0.0.1:8000.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +28,7 @@ from pydantic_settings import (
 )
 
 from .auth.settings import AuthSettings
+from .config_errors import ConfigError, config_error
 from .router.conditions import Condition
 from .router.config import RouterSettings
 
@@ -195,6 +204,16 @@ class RouteSettings(_Section):
     extraction: dict[str, Any] | None = Field(
         default=None, description="the structured output of turns that ask for none"
     )
+
+    @field_validator("retrieval", mode="before")
+    @classmethod
+    def _retrieval_switch(cls, value: Any) -> Any:
+        # `retrieval = true` is how users write "on, with the defaults"; `false`: off.
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _one_chain_shape(self) -> RouteSettings:
@@ -385,6 +404,15 @@ class StoreSettings(_Section):
     outbox_backoff_initial_s: float = Field(default=1.0, ge=0)
     outbox_backoff_max_s: float = Field(default=300.0, ge=0)
 
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        # sqlite:///x.db and postgresql://... as users write them get the async drivers;
+        # another database is refused here, in one line, rather than at startup.
+        from .store.engine import async_database_url
+
+        return async_database_url(url) if url else url
+
 
 class ContextSettings(_Section):
     """Conversation history: how a turn that names ``conversation_id`` gets its context."""
@@ -433,6 +461,25 @@ def _default_providers() -> dict[str, ProviderSettings]:
     return {"local": LocalProviderSettings()}
 
 
+PROVIDER_KINDS = ("local", "openai", "anthropic", "scripted")
+
+
+def infer_provider_kinds(value: Any) -> Any:
+    """A provider table without ``kind`` whose name is a kind gets that kind: the default
+    ``local`` provider tuned by one environment variable
+    (``TOKENWIRE_PROVIDERS__LOCAL__N_THREADS=2``) or ``[providers.openai]`` as users write it."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        name: (
+            {**table, "kind": name}
+            if isinstance(table, dict) and "kind" not in table and name in PROVIDER_KINDS
+            else table
+        )
+        for name, table in value.items()
+    }
+
+
 class Settings(BaseSettings):
     """Everything tokenwire reads from its configuration."""
 
@@ -470,6 +517,11 @@ class Settings(BaseSettings):
     schemas: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named JSON Schemas a request can use by name"
     )
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _kind_from_name(cls, value: Any) -> Any:
+        return infer_provider_kinds(value)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -518,7 +570,10 @@ _TOML_PATH: dict[str, Path | None] = {"path": None}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Settings from ``path`` (a TOML file; ``$TOKENWIRE_CONFIG`` when None), env and overrides."""
+    """Settings from ``path`` (a TOML file; ``$TOKENWIRE_CONFIG`` when None), env and overrides.
+
+    Raises :class:`~tokenwire.config_errors.ConfigError` (a ``ValueError``) with one line per
+    error: the file or environment variable, the key path, what is wrong."""
     chosen = path if path is not None else os.environ.get("TOKENWIRE_CONFIG")
     toml_path = Path(chosen) if chosen else None
     if toml_path is not None and not toml_path.is_file():
@@ -526,5 +581,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     _TOML_PATH["path"] = toml_path
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise config_error(exc, Settings, source=toml_path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{toml_path}: not valid TOML: {exc}"]) from None
     finally:
         _TOML_PATH["path"] = None

@@ -30,8 +30,39 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor.close()
 
 
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+"""The driver tokenwire talks to each database through (its own dependencies)."""
+
+_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+asyncpg": "postgresql",
+}
+"""The URL schemes users write, by database: the plain ones get the async driver."""
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the async driver tokenwire uses: ``sqlite:///x.db`` becomes
+    ``sqlite+aiosqlite:///x.db``, ``postgresql://`` and ``postgres://`` become
+    ``postgresql+asyncpg://``. Raises ``ValueError`` (one line, without the URL's password)
+    for any other database or driver."""
+    scheme, sep, rest = url.partition("://")
+    database = _SCHEMES.get(scheme.lower()) if sep else None
+    if database is None:
+        shown = scheme if sep else url.split("@")[-1][:60]
+        raise ValueError(
+            f"unsupported database URL scheme {shown!r}: use sqlite:///PATH or "
+            "postgresql://user:password@host/db (drivers aiosqlite and asyncpg)"
+        )
+    return f"{_ASYNC_DRIVERS[database]}://{rest}"
+
+
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; on SQLite with foreign keys on and a busy timeout."""
+    """An async engine for ``url`` (plain URLs accepted: :func:`async_database_url`); on
+    SQLite with foreign keys on and a busy timeout."""
+    url = async_database_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)

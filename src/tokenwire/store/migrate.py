@@ -20,6 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenwire.store.engine import async_database_url
+
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 """The Alembic script directory shipped with the package."""
 
@@ -43,7 +45,7 @@ def migrate_sync(url: str, revision: str = HEAD) -> None:
     Blocking, and it runs its own event loop: call it from synchronous code (a CLI, a deploy
     step, ``asyncio.to_thread``), never from inside a running loop (use ``Store.migrate``).
     """
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(async_database_url(url)), revision)
 
 
 async def migrate_connection(connection: AsyncConnection, revision: str = HEAD) -> None:

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 
 from tokenwire.store.engine import (
+    async_database_url,
     create_engine,
     insert_ignoring_conflicts,
     insert_many_ignoring_conflicts,
@@ -69,13 +70,9 @@ class Store(OutboxMixin):
     """Persistence over one SQLAlchemy async engine (SQLite by default, or Postgres)."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
-        """Raises ``ValueError`` for a database other than SQLite or Postgres."""
-        if not url.startswith(("sqlite", "postgresql")):
-            raise ValueError(
-                f"unsupported database URL {url!r}: use sqlite+aiosqlite:// or "
-                "postgresql+asyncpg://"
-            )
-        self.url = url
+        """Raises ``ValueError`` for a database other than SQLite or Postgres (plain
+        ``sqlite://`` and ``postgresql://`` URLs get the async drivers)."""
+        self.url = async_database_url(url)
         self._engine: AsyncEngine | None = None
 
     @property
