@@ -115,10 +115,11 @@ async def test_a_retry_that_arrives_before_the_drop_is_noticed_keeps_the_turn() 
             await reader.readuntil(b"\r\n\r\n")  # its headers: it reads the turn now
             turn = keyed_turn(live, "drop-2")
             retry = asyncio.create_task(post_events(live, body, {"Idempotency-Key": "drop-2"}))
-            while turn.readers < 2:  # no event tells a reader has attached: yield until it has
+            # No event tells that a reader attached, or left: yield to the loop until it has.
+            while turn.readers < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0)
             await drop(writer)
-            while turn.readers > 1:  # ...or that the server has seen the first one leave
+            while turn.readers > 1:  # noqa: ASYNC110
                 await asyncio.sleep(0)
         events = await retry
     done = check_invariants(events)
