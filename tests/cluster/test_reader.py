@@ -29,6 +29,8 @@ class HeldLink:
         self._port = port
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.holding = asyncio.Event()
+        """Set once a reply is held: Redis has answered, the client has not got it."""
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -38,6 +40,7 @@ class HeldLink:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def hold(self) -> None:
+        self.holding.clear()
         self._flowing.clear()
 
     def release(self) -> None:
@@ -55,7 +58,8 @@ class HeldLink:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while chunk := await source.read(65536):
-                if gated:
+                if gated and not self._flowing.is_set():
+                    self.holding.set()
                     await self._flowing.wait()
                 sink.write(chunk)
                 await sink.drain()
@@ -140,4 +144,48 @@ async def test_a_stream_already_followed_is_caught_up_before_it_answers(
         await reader.aclose()
         await writer.aclose()
         await direct.aclose()
+        await tail.aclose()
+
+
+async def test_a_lookup_joining_an_earlier_load_is_caught_up_before_it_answers(
+    redis: RedisServer, link: HeldLink
+) -> None:
+    """The same resume on gateway B while another of B's readers is loading the stream: the
+    load read Redis before the terminal was written, and the resume joins it. It must still
+    find the terminal."""
+    settings = RedisSettings(url=redis.url)
+    direct = connect(settings)
+    held = connect(RedisSettings(url=f"redis://127.0.0.1:{link.port}/0"))
+    tail = connect(RedisSettings(url=f"redis://127.0.0.1:{link.port}/0"), block_s=1.0)
+    writer = RedisLogWriter(direct, settings, retention_s=60, max_events=1000)
+    reader = RedisLogReader(held, tail, settings, retention_s=60, max_events=1000, max_finished=100)
+    stream_id = "st_joined_load"
+    events = events_of(stream_id, ["a", "b"])
+    try:
+        async with asyncio.timeout(GUARD_S):
+            keys = Keys(settings.prefix)
+            await direct.register_script(CLAIM)(keys=[keys.run(stream_id)], args=["token"])
+            writer.claim(stream_id, "token")
+            writer.open(stream_id)
+            for event in events[:2]:
+                writer.append(stream_id, event)
+            assert await writer.flushed(stream_id)
+            await held.ping()  # connected, so the load below is one request on the link
+            link.hold()
+            first = asyncio.ensure_future(reader.track(stream_id))
+            await link.holding.wait()  # Redis answered its XRANGE; the answer waits on the way
+            for event in events[2:]:
+                writer.append(stream_id, event)
+            assert await writer.flushed(stream_id)
+            second = asyncio.ensure_future(reader.track(stream_id))  # joins the first load
+            link.release()
+            await first
+            await second
+            assert reader.head(stream_id) == events[-1].seq
+            assert reader.terminal(stream_id) == events[-1]
+    finally:
+        await reader.aclose()
+        await writer.aclose()
+        await direct.aclose()
+        await held.aclose()
         await tail.aclose()

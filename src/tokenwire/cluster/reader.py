@@ -101,16 +101,19 @@ class RedisLogReader(LocalCopy):
 
         Once it returns, the local copy holds at least what Redis held when it was called: a
         client that saw seq N through another gateway finds N here too."""
-        if stream_id in self.local:
-            if stream_id in self._tailing:
-                await self._catch_up(stream_id)
-            return
-        loading = self._loading.get(stream_id)
-        if loading is None:
-            loading = asyncio.ensure_future(self._load(stream_id))
-            self._loading[stream_id] = loading
-            loading.add_done_callback(lambda _f: self._loading.pop(stream_id, None))
-        await asyncio.shield(loading)
+        if stream_id not in self.local:
+            loading = self._loading.get(stream_id)
+            if loading is None:
+                # Loaded by this call: the copy holds what Redis held when it was called.
+                loading = asyncio.ensure_future(self._load(stream_id))
+                self._loading[stream_id] = loading
+                loading.add_done_callback(lambda _f: self._loading.pop(stream_id, None))
+                await asyncio.shield(loading)
+                return
+            # Joining another reader's load, whose read may predate this call.
+            await asyncio.shield(loading)
+        if stream_id in self._tailing:
+            await self._catch_up(stream_id)
 
     async def _load(self, stream_id: str) -> None:
         entries = await self._redis.xrange(self._keys.events(stream_id))
