@@ -48,14 +48,15 @@ async def sweep(redis: RedisClient, keys: Keys, stream_ids: Iterable[str]) -> se
     orphans: set[str] = set()
     for n, stream_id in enumerate(candidates):
         (owner, ended), last = found[2 * n], found[2 * n + 1]
-        if owner is None or ended is not None or (last and _ends(last[0][1])):
+        if owner is None or ended is not None or (last and ends(last[0][1])):
             orphans.add(stream_id)
     if orphans:
         await redis.hdel(keys.active, *orphans)
     return orphans
 
 
-def _ends(fields: dict[bytes, bytes]) -> bool:
+def ends(fields: dict[bytes, bytes]) -> bool:
+    """True when a Redis Stream entry of a turn's events holds its terminal event."""
     try:
         return is_terminal(decode_event(fields[b"e"]))
     except (KeyError, RemoteProtocolError):

@@ -33,6 +33,7 @@ from .ending import end_stream, lost_terminal
 from .keys import Keys
 from .reader import TAIL_BLOCK_MS, RedisLogReader
 from .scripts import ADOPT_LOST, ENQUEUE
+from .tenant_turns import sweep_tenant
 from .writer import RedisLogWriter
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ logger = logging.getLogger("tokenwire.cluster")
 
 RETRY_AFTER_S = 2.0
 """What a client is told to wait when Redis cannot take a new turn."""
+
+_QUEUED, _CLUSTER_FULL, _SHARE_FULL = 1, 0, -1
+"""What :data:`~.scripts.ENQUEUE` answers."""
 
 
 class RemoteTurn:
@@ -243,21 +247,18 @@ class Gateway:
                 b"request": orjson.dumps(body),
                 b"meta": orjson.dumps(meta),
             }
-            limit = engine.settings.limits.max_active_turns
-            queued = await self._enqueue(
-                keys=[self.keys.jobs, self.keys.meta(stream_id)],
-                args=[
-                    limit,
-                    *(item for pair in job.items() for item in pair),
-                    "--",
-                    *(item for pair in meta.items() for item in pair),
-                ],
-            )
-            if not queued:
+            queued = await self._admit(stream_id, tenant, job, meta)
+            if queued != _QUEUED:
                 engine.metrics.rejected.labels("overloaded").inc()
                 if idempotency_key is not None:
                     # Refused, not started: a retry with this key must be able to start it.
                     await self.redis.delete(self.keys.idempotency(tenant, idempotency_key))
+                if queued == _SHARE_FULL:
+                    raise Overloaded(
+                        f"this tenant has {self._share(tenant)} turns queued or running in the "
+                        "cluster; its share is reached"
+                    )
+                limit = engine.settings.limits.max_active_turns
                 raise Overloaded(f"{limit} turns queued or running in the cluster; the limit")
             await self.reader.track(stream_id)
         except UNAVAILABLE:
@@ -265,6 +266,38 @@ class Gateway:
         from ..engine import TurnHandle
 
         return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
+
+    def _share(self, tenant: str | None) -> int:
+        """The tenant's share of the cluster's turns (0: none, turns without a tenant)."""
+        per_tenant = self.engine.shares.per_tenant
+        return per_tenant if tenant is not None and per_tenant is not None else 0
+
+    async def _admit(
+        self, stream_id: str, tenant: str | None, job: dict[bytes, bytes], meta: dict[str, str]
+    ) -> int:
+        """Admit and enqueue the turn in one step (:data:`~.scripts.ENQUEUE`): ``_QUEUED``,
+        ``_CLUSTER_FULL`` or ``_SHARE_FULL``. A tenant is refused only once its set holds no
+        orphan: a turn whose terminal was lost must not hold its slot for good."""
+        args = [
+            self.engine.settings.limits.max_active_turns,
+            self._share(tenant),
+            tenant or "",
+            stream_id,
+            *(item for pair in job.items() for item in pair),
+            "--",
+            *(item for pair in meta.items() for item in pair),
+        ]
+        keys = [
+            self.keys.jobs,
+            self.keys.meta(stream_id),
+            self.keys.tenant_turns(tenant),
+            self.keys.tenants,
+        ]
+        queued = int(await self._enqueue(keys=keys, args=args))
+        if queued == _SHARE_FULL and tenant is not None:
+            if await sweep_tenant(self.redis, self.keys, tenant):
+                queued = int(await self._enqueue(keys=keys, args=args))
+        return queued
 
     async def _check_conversation(self, conversation_id: str, tenant: str | None) -> None:
         store = self.engine.store

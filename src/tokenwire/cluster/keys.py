@@ -39,6 +39,18 @@ class Keys:
     def idempotency(self, tenant: str | None, key: str) -> str:
         return f"{self.prefix}:idem:{tenant or '-'}:{key}"
 
+    def tenant_turns(self, tenant: str | None) -> str:
+        """A set: the stream ids of the tenant's turns queued or running, cluster-wide (its
+        fair share, ``[limits] max_active_turns_per_tenant``). Added to by the enqueue script,
+        removed from by the script that appends a turn's terminal event, whoever writes it;
+        orphans are swept (:mod:`.tenant_turns`). Turns without a tenant are not counted."""
+        return f"{self.prefix}:tenant:{tenant or '-'}:turns"
+
+    @property
+    def tenants(self) -> str:
+        """A set: the tenants whose :meth:`tenant_turns` may hold something, for the sweep."""
+        return f"{self.prefix}:tenants"
+
     @property
     def jobs(self) -> str:
         """The job queue: a Redis Stream read by the consumer group :attr:`group`."""

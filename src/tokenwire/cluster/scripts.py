@@ -9,8 +9,8 @@ events at or below it are skipped, so a batch retried after a lost reply is neve
 from __future__ import annotations
 
 APPEND = """
--- KEYS: events, run, meta, active. ARGV: token, maxlen, ttl_ms (0 while running: > 0 when the
--- batch holds the terminal event), stream id, then seq, json pairs.
+-- KEYS: events, run, meta, active, the tenant's turns. ARGV: token, maxlen, ttl_ms (0 while
+-- running: > 0 when the batch holds the terminal event), stream id, then seq, json pairs.
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if not owner then return -2 end
 if owner ~= ARGV[1] then return -1 end
@@ -29,6 +29,8 @@ if ttl > 0 then
   -- with it; 'ended' keeps a late MARK_ACTIVE from listing it again.
   redis.call('HSET', KEYS[2], 'ended', 1)
   redis.call('HDEL', KEYS[4], ARGV[4])
+  -- ...and frees its slot in its tenant's share.
+  redis.call('SREM', KEYS[5], ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
@@ -92,17 +94,33 @@ return taken
 all (Redis lost the queue) is not taken: this worker keeps running the turn."""
 
 ENQUEUE = """
--- KEYS: jobs, meta. ARGV: limit, then the job's field, value pairs, then '--', then the meta's.
+-- KEYS: jobs, meta, the tenant's turns, tenants. ARGV: limit, share (0: the tenant has none),
+-- tenant, stream id, then the job's field, value pairs, then '--', then the meta's.
 -- Admission and enqueueing in one step: the turns queued or running in the whole cluster (the
--- queue's entries: a job is deleted once acknowledged) stay under limits.max_active_turns.
+-- queue's entries: a job is deleted once acknowledged) stay under limits.max_active_turns, and
+-- a tenant's (its set, until its terminal event is appended) under its share.
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local share = tonumber(ARGV[2])
+if share > 0 and redis.call('SCARD', KEYS[3]) >= share then return -1 end
 local job, meta, target = {}, {}, nil
 target = job
-for i = 2, #ARGV do
+for i = 5, #ARGV do
   if ARGV[i] == '--' then target = meta else target[#target + 1] = ARGV[i] end
 end
 redis.call('HSET', KEYS[2], unpack(meta))
 redis.call('XADD', KEYS[1], '*', unpack(job))
+if share > 0 then
+  redis.call('SADD', KEYS[3], ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[3])
+end
 return 1
 """
-"""Returns 1 (queued) or 0 (the cluster is full: answer 503)."""
+"""Returns 1 (queued), 0 (the cluster is full) or -1 (the tenant's share is full): 503."""
+
+FORGET_TENANT = """
+-- KEYS: the tenant's turns, tenants. ARGV: tenant. Drops a tenant from the sweep's list once
+-- it has nothing in flight (in one step: a turn enqueued meanwhile keeps it listed).
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""

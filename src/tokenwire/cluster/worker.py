@@ -54,6 +54,7 @@ from .ending import end_stream, lost_terminal, shown
 from .keys import Keys
 from .scheduling import SharedScheduler
 from .scripts import CLAIM, RENEW
+from .tenant_turns import sweep_tenants
 from .writer import RedisLogWriter
 
 logger = logging.getLogger("tokenwire.cluster")
@@ -270,6 +271,8 @@ class Worker:
                     swept_at = loop.time()
                     listed = await self.redis.hkeys(self.keys.active)
                     await sweep(self.redis, self.keys, (s.decode() for s in listed))
+                    # And the tenants' shares (see tenant_turns.py), for the same reason.
+                    await sweep_tenants(self.redis, self.keys)
                 held = {job.entry_id: job for job in self._jobs.values()}
                 if held:
                     taken = await self._renew(

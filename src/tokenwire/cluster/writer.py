@@ -227,6 +227,7 @@ class RedisLogWriter(LocalCopy):
                         keys.run(stream_id),
                         keys.meta(stream_id),
                         keys.active,
+                        keys.tenant_turns(stream.meta.get("tenant") or None),
                     ],
                     args=args,
                     client=pipe,
