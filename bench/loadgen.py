@@ -14,7 +14,7 @@ Modes:
   line; ``data: [DONE]`` ends the stream.
 - ``tokenwire``: ``POST /v1/streams``; tokens are counted only in ``event: text.delta`` frames
   (``text.done`` and ``done`` repeat the whole text); ``event: done`` ends the stream,
-  ``event: error`` fails it.
+  ``event: turn.error`` (the terminal ``error``) fails it.
 
 Tokens are counted by the ``~`` that ends each upstream token's text (see upstream.py), so
 coalesced deltas still count every token they carry. Tokens that arrive together share one
@@ -196,7 +196,7 @@ class Client(asyncio.Protocol):
                 elif b"event: done" in block or b"event:done" in block:
                     rec.done = True
                     continue
-                elif b"event: error" in block or b"event:error" in block:
+                elif b"event: turn.error" in block or b"event:turn.error" in block:
                     rec.error = "error event: " + block[-300:].decode("utf-8", "replace")
                     continue
                 else:

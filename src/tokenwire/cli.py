@@ -135,6 +135,10 @@ def _serve(args: argparse.Namespace) -> int:
     except InsecureBind as exc:
         print(f"tokenwire: {exc}", file=sys.stderr)
         return 2
+    # The host bound is a name the server answers to (see [server] allowed_hosts).
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"host": host})}
+    )
     engine = Engine(settings)
     app = create_app(engine=engine)
     config = uvicorn.Config(

@@ -600,7 +600,9 @@ async def test_a_reconnect_replays_the_running_turn_then_answers_204(live: Live)
 async def test_refusals_are_json_errors_and_start_nothing(
     live: Live, content: bytes, status: int, code: str
 ) -> None:
-    response = await live.client.post(CHAT, content=content)
+    response = await live.client.post(
+        CHAT, content=content, headers={"content-type": "application/json"}
+    )
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert live.provider.started == 0

@@ -428,7 +428,9 @@ async def test_what_cannot_be_honoured_is_a_400(
 
 
 async def test_a_body_that_is_not_json_is_a_400_in_openais_shape(live: Live) -> None:
-    response = await live.client.post("/v1/chat/completions", content=b"{nope")
+    response = await live.client.post(
+        "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
+import threading
 from typing import Any
 
 import httpx
@@ -151,13 +153,17 @@ async def test_oversize_body_is_refused_before_it_is_read() -> None:
             for _ in range(100):
                 yield b'{"prompt": "' + b"y" * 1024
 
-        chunked = await live.client.post("/v1/streams", content=chunks())
+        chunked = await live.client.post(
+            "/v1/streams", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert chunked.status_code == 413
 
         # A declared size over the limit is answered without sending the body at all.
         host, port = live.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        writer.write(
+            b"POST /v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n"
+        )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 413")
@@ -195,6 +201,26 @@ async def test_healthz_and_metrics(live: Live) -> None:
     assert "tokenwire_active_streams 0.0" in metrics
 
 
+async def peer_closed(sock: socket.socket) -> int:
+    """Wait (in a thread, without reading) until the far side has closed or reset the
+    connection; the poll events seen. Unread data does not count: only a FIN or an RST."""
+
+    stop = threading.Event()
+
+    def wait() -> int:
+        poller = select.poll()
+        poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        while not stop.is_set():  # in slices, so that a cancelled wait ends its thread
+            for _fd, events in poller.poll(200):
+                return events
+        return 0
+
+    try:
+        return await asyncio.to_thread(wait)
+    finally:
+        stop.set()
+
+
 async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded() -> None:
     config = settings(
         limits={"slow_client_send_timeout_s": 0.3, "slow_client_lag_events": 50},
@@ -218,13 +244,21 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         request = (
-            b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)
         ) + body
         await asyncio.get_running_loop().sock_sendall(sock, request)
-        # Never read. The server must give up on this reader and end the turn.
+        # Never read. The server must give up on this reader and end the turn...
         async with asyncio.timeout(30):
             await ended.wait()
+        # ... and close the connection, unsent megabytes and all (a graceful close would wait
+        # for this reader to take them, i.e. forever).
+        async with asyncio.timeout(60):
+            events = await peer_closed(sock)
+        assert events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
         sock.close()
         assert ended_with == ["client_gone"]
         assert live.engine.metrics.slow_client_disconnects._value.get() == 1  # type: ignore[attr-defined]

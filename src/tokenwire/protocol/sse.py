@@ -32,13 +32,32 @@ class SSEMessage:
     retry: int | None = None
 
 
+TERMINAL_ERROR_EVENT = "turn.error"
+"""The SSE event name of the terminal ``error`` event. A browser's ``EventSource`` fires its own
+``error`` event when the connection fails; a message named ``error`` would reach the same
+listener, and code written for one would misread the other. Only the SSE name differs: the
+JSON keeps ``"type": "error"``, as on the WebSocket."""
+
+
+def sse_event_name(event_type: str) -> str:
+    """The ``event:`` field of an event of ``event_type``: the type itself, but ``turn.error``
+    for ``error``."""
+    return TERMINAL_ERROR_EVENT if event_type == "error" else event_type
+
+
 def encode_sse_event(event: Event) -> bytes:
-    """One protocol event as an SSE frame: ``id: <seq>``, ``event: <type>``, ``data: <json>``."""
+    """One protocol event as an SSE frame: ``id: <seq>``, ``event: <name>``, ``data: <json>``;
+    the name is the event's type (:func:`sse_event_name`: ``turn.error`` for ``error``)."""
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
         event.seq,
-        event.type.encode(),
+        sse_event_name(event.type).encode(),
         encode_event(event),
     )
+
+
+def encode_sse_retry(milliseconds: int) -> bytes:
+    """A ``retry:`` field alone: sets the reader's reconnection delay, dispatches no event."""
+    return b"retry: %d\n\n" % milliseconds
 
 
 def encode_sse_message(

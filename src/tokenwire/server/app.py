@@ -34,6 +34,8 @@ from .body import read_json_object
 from .conversations import conversation_routes
 from .errors import ApiError, error_response, install_error_handlers, to_api_error
 from .openai_compat import openai_routes
+from .origins import OriginGuard, OriginPolicy
+from .pacing import remember_connection
 from .sse import EventStreamResponse
 from .ui import ui_routes
 from .ws import CLOSE_POLICY_VIOLATION, serve_websocket
@@ -197,12 +199,20 @@ def _sse(
 class TokenwireApp(FastAPI):
     """The standalone app. ``POST /v1/streams`` (the hot path) is answered before FastAPI's
     middleware stack: every SSE write would otherwise pass through four ``send`` wrappers.
-    Its errors get the same JSON bodies as every other endpoint."""
+    Its errors get the same JSON bodies as every other endpoint. Outside of both, the
+    :class:`~.origins.OriginGuard` checks ``Host`` and ``Origin`` and answers CORS."""
 
     engine: Engine
     auth: Authenticator
+    origin_guard: OriginGuard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            # Here send is still the server's own: how to reset a dropped reader's connection.
+            remember_connection(scope, send)
+        await self.origin_guard(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["path"] == "/v1/streams"
@@ -255,6 +265,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.engine = engine
     app.auth = Authenticator(engine.settings.auth)
+    policy = OriginPolicy.from_settings(engine.settings.server, auth_enabled=app.auth.enabled)
+    app.origin_guard = OriginGuard(app._route, policy)
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(create_router(engine, app.auth))

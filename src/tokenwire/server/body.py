@@ -16,10 +16,11 @@ from .errors import ApiError
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object. Raises :class:`ApiError` 400/413.
+    """The body as a JSON object. Raises :class:`ApiError` 400/413/415.
 
-    The Content-Type is not enforced: the body is parsed as JSON whatever it says (``curl -d``
-    labels JSON as a form), and a body that is not JSON gets a 400 explaining so.
+    The Content-Type must be ``application/json`` (or a ``+json`` type): a browser sends any
+    other body (``text/plain``, a form, a Blob with no type) from any page without asking the
+    server first, so only a JSON body is proof that a CORS preflight let the page send it.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -27,6 +28,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             raise ApiError(400, "bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
+    if not is_json_media_type(request.headers.get("content-type", "")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "the body must be sent with Content-Type: application/json",
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -43,3 +50,11 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return data
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, with any parameters (``charset``)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )

@@ -5,15 +5,26 @@ Timekeeping costs one timer per connection per tick, never one per event: a watc
 cancel the writer whose send has been blocked (TCP back-pressure) for ``send_timeout_s``. Shared
 by every response that follows a turn's log (:mod:`.sse`, :mod:`.openai_response`), so a slow
 reader is treated the same whichever protocol it speaks.
+
+Giving up on a reader must also free its connection. Cancelling the writer is not enough: the
+server still holds the bytes it could not send (megabytes, in its transport and the kernel),
+and a graceful close waits for the reader to take them, i.e. forever. So the outermost layer
+of the app records how to abort the connection (:func:`remember_connection`, in the scope's
+``extensions``) and :func:`drop_connection` aborts it with a reset, which returns that memory
+at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
+from typing import Any
 
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("tokenwire.sse")
 
@@ -90,3 +101,41 @@ async def wait_disconnect(receive: Receive) -> None:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+ABORT_EXTENSION = "tokenwire.abort"
+"""The scope extension holding a zero-argument callable that resets the connection."""
+
+_RESET_LINGER = struct.pack("ii", 1, 0)
+"""SO_LINGER on, 0 s: closing sends RST and discards the unsent bytes in the kernel too."""
+
+
+def remember_connection(scope: Scope, send: Send) -> None:
+    """Record how to reset the connection of ``scope``, if the server's own ``send`` exposes
+    its transport (uvicorn's HTTP and WebSocket protocols do). Call it where ``send`` is still
+    the server's, at the outside of the app; inside, middleware has wrapped it."""
+    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        scope.setdefault("extensions", {})[ABORT_EXTENSION] = lambda: _reset(transport)
+
+
+async def drop_connection(scope: Scope, disconnected: asyncio.Future[None]) -> bool:
+    """Reset the connection of a reader the server gave up on, and wait until the server has
+    seen it go (``disconnected``: the task waiting for ``http.disconnect``). False when the
+    server offers no way to (an app mounted in another one): the response just ends."""
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+    if abort is None:
+        return False
+    abort()
+    # Bounded only against a server that never reports the reset: uvicorn does at once.
+    with contextlib.suppress(Exception):
+        await asyncio.wait({disconnected}, timeout=5)
+    return True
+
+
+def _reset(transport: asyncio.WriteTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
+    transport.abort()

@@ -29,8 +29,9 @@ from ..bus import Follower, ResumeUnavailable
 from ..engine import TurnHandle
 from ..engine.metrics import EngineMetrics
 from ..protocol import Event, encode_sse_comment, encode_sse_event
+from ..protocol.sse import encode_sse_retry
 from .errors import error_response
-from .pacing import SendPacer, wait_disconnect
+from .pacing import SendPacer, drop_connection, wait_disconnect
 
 logger = logging.getLogger("tokenwire.sse")
 
@@ -41,6 +42,13 @@ SSE_HEADERS = [
 ]
 
 _HEARTBEAT = encode_sse_comment("keep-alive")
+
+RETRY_MS = 2000
+"""The reconnection delay every stream tells a browser's EventSource (its own default is about
+3 s): soon enough that a drop costs little, well inside ``disconnect_grace_s`` (30 s) for a
+turn that waits for its reader, and a finished stream answers the reconnect with 204."""
+
+_RETRY = encode_sse_retry(RETRY_MS)
 
 
 class EventStreamResponse(Response):
@@ -81,6 +89,11 @@ class EventStreamResponse(Response):
         except ResumeUnavailable as exc:
             await error_response(410, "resume_unavailable", str(exc))(scope, receive, send)
             return
+        if not self._first and follower.finished:
+            # A reconnect at the terminal's id: nothing will ever follow. 204 is what stops
+            # a browser's EventSource from reconnecting; a 200 with no events would not.
+            await Response(status_code=204)(scope, receive, send)
+            return
         headers = [
             *SSE_HEADERS,
             (b"x-tokenwire-stream-id", self.handle.stream_id.encode()),
@@ -89,6 +102,11 @@ class EventStreamResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self.handle.attach()
         pacer = SendPacer(
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except BaseException:
+            self.handle.detach(originator=self._originator)
+            raise
             self.handle.stream_id,
             heartbeat_s=self._heartbeat_s,
             send_timeout_s=self._send_timeout_s,
@@ -101,14 +119,18 @@ class EventStreamResponse(Response):
             await asyncio.wait((writer, listener), return_when=asyncio.FIRST_COMPLETED)
         finally:
             pacer.stop()
-            for task in (writer, listener):
-                task.cancel()
-            for task in (writer, listener):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
             if pacer.slow:
                 self._metrics.slow_client_disconnects.inc()
             # The turn applies its on_disconnect policy if this reader started it (and it is
+                # Ending the writer leaves the unsent bytes and the socket with the server.
+                if not listener.done():
+                    await drop_connection(scope, listener)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
             # still running); a viewer leaving never stops it.
             self.handle.detach(originator=self._originator and not self.terminal_sent)
 
@@ -116,6 +138,7 @@ class EventStreamResponse(Response):
         caught_up = False
         first: list[Event] | None = self._first
         while True:
+        prefix = _RETRY  # goes out with the first write, whatever it is
             if first is not None:
                 batch, first = first, None
             else:
@@ -137,7 +160,8 @@ class EventStreamResponse(Response):
                     pacer.slow = True
                     return
                 caught_up = True
-                await pacer.send(send, _frames(batch))
+                await pacer.send(send, prefix + _frames(batch))
+                prefix = b""
                 if follower.finished:
                     self.terminal_sent = True
                     break
@@ -146,7 +170,8 @@ class EventStreamResponse(Response):
                 break
             if pacer.heartbeat_due:
                 pacer.heartbeat_due = False
-                await pacer.send(send, _HEARTBEAT)
+                await pacer.send(send, prefix + _HEARTBEAT)
+                prefix = b""
                 continue
             await follower.wait()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
