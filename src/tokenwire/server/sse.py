@@ -102,11 +102,6 @@ class EventStreamResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self.handle.attach()
         pacer = SendPacer(
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-        except BaseException:
-            self.handle.detach(originator=self._originator)
-            raise
             self.handle.stream_id,
             heartbeat_s=self._heartbeat_s,
             send_timeout_s=self._send_timeout_s,
@@ -124,21 +119,21 @@ class EventStreamResponse(Response):
                 await writer
             if pacer.slow:
                 self._metrics.slow_client_disconnects.inc()
-            # The turn applies its on_disconnect policy if this reader started it (and it is
                 # Ending the writer leaves the unsent bytes and the socket with the server.
                 if not listener.done():
                     await drop_connection(scope, listener)
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
+            # The turn applies its on_disconnect policy if this reader started it (and it is
             # still running); a viewer leaving never stops it.
             self.handle.detach(originator=self._originator and not self.terminal_sent)
 
     async def _write(self, send: Send, follower: Follower, pacer: SendPacer) -> None:
         caught_up = False
         first: list[Event] | None = self._first
-        while True:
         prefix = _RETRY  # goes out with the first write, whatever it is
+        while True:
             if first is not None:
                 batch, first = first, None
             else:
