@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..bus import UnknownStream
+from ..engine.idempotency import holds_visible
 from ..engine.request import Overloaded, RequestError, TurnRequest
-from ..protocol import Done, Error, Event, Reason, event_to_dict
+from ..protocol import Done, Error, Event, Reason, decode_event, event_to_dict, is_terminal
 from .active_set import sweep
 from .connection import UNAVAILABLE, connect
 from .ending import end_stream, lost_terminal
 from .keys import Keys
 from .reader import TAIL_BLOCK_MS, RedisLogReader
-from .scripts import ADOPT_LOST, ENQUEUE
+from .scripts import ADOPT_LOST, ENQUEUE, REKEY
 from .tenant_turns import sweep_tenant
 from .writer import RedisLogWriter
 
@@ -57,6 +58,8 @@ class RemoteTurn:
         self._route = meta.get("route", "")
         self._background = meta.get("background") == "1"
         self._on_disconnect = meta.get("on_disconnect", "cancel")
+        self._keyed = meta.get("keyed") == "1"
+        """Started with an Idempotency-Key: its originator may come back (:meth:`rejoin`)."""
         self._readers = 0
         self._grace: asyncio.TimerHandle | None = None
 
@@ -92,6 +95,24 @@ class RemoteTurn:
             return  # this gateway is going away, not the client: it resumes on another one
         if not originator or self._background or self.done:
             return
+        if self._keyed:
+            self._gateway.spawn(self._originator_left())
+            return
+        self._client_gone()
+
+    def rejoin(self) -> None:
+        """The originator is back (a retry by its Idempotency-Key, on any gateway): until that
+        reader leaves too, the first connection's departure does not apply ``on_disconnect``."""
+        self._gateway.spawn(self._gateway.count_originators(self.stream_id, +1))
+
+    async def _originator_left(self) -> None:
+        if await self._gateway.count_originators(self.stream_id, -1) >= 0:
+            return  # the same client still reads it through a retry of its request
+        if not self.done:
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        """The client that started the turn is gone: the request's ``on_disconnect``."""
         if self._on_disconnect == "continue":
             if self._grace is None:
                 grace_s = self._gateway.engine.settings.limits.disconnect_grace_s
@@ -151,6 +172,7 @@ class Gateway:
         self._writer: RedisLogWriter | None = None
         self._adopt = self.redis.register_script(ADOPT_LOST)
         self._enqueue = self.redis.register_script(ENQUEUE)
+        self._rekey = self.redis.register_script(REKEY)
 
     async def open(self) -> None:
         """Nothing must be reachable at start: a gateway started before Redis serves 503s
@@ -216,8 +238,15 @@ class Gateway:
     # -- accepting -------------------------------------------------------------------------
 
     async def submit(
-        self, request: TurnRequest, *, tenant: str | None, idempotency_key: str | None
+        self,
+        request: TurnRequest,
+        *,
+        tenant: str | None,
+        idempotency_key: str | None,
+        seen_seq: int = 0,
     ) -> TurnHandle:
+        """:meth:`Engine.submit <tokenwire.engine.Engine.submit>` on a gateway, retries by
+        Idempotency-Key included (the same rule as ``engine.idempotency``, from Redis)."""
         engine = self.engine
         if engine._closing:
             raise Overloaded("the server is shutting down", retry_after_s=5)
@@ -229,16 +258,15 @@ class Gateway:
         body = request.model_dump(mode="json", exclude_none=True)
         try:
             if idempotency_key is not None:
-                joined = await self._idempotent(idempotency_key, tenant, body, stream_id)
+                joined = await self._idempotent(idempotency_key, tenant, body, stream_id, seen_seq)
                 if joined is not None:
-                    handle = await self.lookup(joined, tenant=tenant)
-                    handle.joined = True
-                    return handle
+                    return await self._handle(joined, tenant, joined_by_key=True)
             meta = {
                 "tenant": tenant or "",
                 "route": plan.route,
                 "background": "1" if plan.background else "0",
                 "on_disconnect": plan.on_disconnect,
+                "keyed": "1" if idempotency_key is not None else "0",
                 "created_at": repr(time.time()),
             }
             job = {
@@ -311,10 +339,11 @@ class Gateway:
             )
 
     async def _idempotent(
-        self, key: str, tenant: str | None, body: dict[str, Any], stream_id: str
+        self, key: str, tenant: str | None, body: dict[str, Any], stream_id: str, seen_seq: int
     ) -> str | None:
-        """The stream an earlier request with this key started (None: this one is the first;
-        the key now names ``stream_id``), cluster-wide, retries racing included."""
+        """The stream an earlier request with this key started (None: this one is the first,
+        or restarts the key's turn: the key now names ``stream_id``), cluster-wide, retries
+        racing included."""
         fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         value = f"{stream_id} {fingerprint}"
         ttl = max(1, int(self.engine.settings.limits.stream_retention_s))
@@ -323,18 +352,56 @@ class Gateway:
             return None
         known = await self.redis.get(redis_key)
         if known is None:
-            joined: str | None = await self._idempotent(key, tenant, body, stream_id)
+            joined: str | None = await self._idempotent(key, tenant, body, stream_id, seen_seq)
             return joined  # the key expired in between: this request is the first again
         known_stream, _, known_fingerprint = bytes(known).decode().partition(" ")
         if known_fingerprint != fingerprint:
             raise RequestError(
                 "idempotency_conflict", "this Idempotency-Key was used with a different request"
             )
+        if await self._restarts(known_stream, seen_seq):
+            if await self._rekey(keys=[redis_key], args=[bytes(known), value, ttl]):
+                return None
+            # A racing retry restarted it first: join that one.
+            again: str | None = await self._idempotent(key, tenant, body, stream_id, seen_seq)
+            return again
         return known_stream
+
+    async def _restarts(self, stream_id: str, seen_seq: int) -> bool:
+        """``engine.idempotency.restarts`` from what Redis holds of the turn: stopped because
+        its originator left (its ``cancel`` key says ``client_gone``, and its terminal, if
+        written, is that stop's), and the retry holds nothing visible of it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.cancel(stream_id))
+            pipe.xrevrange(self.keys.events(stream_id), count=1)
+            pipe.xrange(self.keys.events(stream_id), "-", f"{max(seen_seq, 0)}-0")
+            cancel, last, seen = await pipe.execute()
+        if cancel != Reason.CLIENT_GONE.value.encode():
+            return False
+        terminal = decode_event(last[0][1][b"e"]) if last else None
+        if (
+            terminal is not None
+            and is_terminal(terminal)
+            and not (isinstance(terminal, Done) and terminal.reason is Reason.CLIENT_GONE)
+        ):
+            return False  # the stop came too late: the turn had ended on its own
+        if seen_seq <= 0:
+            return True
+        held = [decode_event(fields[b"e"]) for _id, fields in seen]
+        if not held or held[0].seq != 1:
+            return False  # what it saw is no longer known: resume (which says so), not guess
+        return not holds_visible(held, seen_seq)
 
     # -- serving existing turns ------------------------------------------------------------
 
     async def lookup(self, stream_id: str, *, tenant: str | None) -> TurnHandle:
+        return await self._handle(stream_id, tenant)
+
+    async def _handle(
+        self, stream_id: str, tenant: str | None, *, joined_by_key: bool = False
+    ) -> TurnHandle:
+        """A handle on any turn of the cluster; ``joined_by_key``: for a retry by its
+        Idempotency-Key, which reads it as its originator."""
         from ..engine import TurnHandle
 
         meta = await self._meta(stream_id, tenant)
@@ -342,7 +409,10 @@ class Gateway:
             await self.reader.track(stream_id)
         except UNAVAILABLE:
             raise self._unavailable("lookup") from None
-        return TurnHandle(RemoteTurn(self, stream_id, meta), self.reader)
+        turn = RemoteTurn(self, stream_id, meta)
+        if joined_by_key:
+            return TurnHandle(turn, self.reader, joined=True, rejoin=turn.rejoin)
+        return TurnHandle(turn, self.reader)
 
     async def _meta(self, stream_id: str, tenant: str | None) -> dict[str, str]:
         try:
@@ -390,6 +460,20 @@ class Gateway:
             return None
         return None if value is None else bytes(value).decode()
 
+    async def count_originators(self, stream_id: str, delta: int) -> int:
+        """Add ``delta`` to the turn's :meth:`~.keys.Keys.originators` and return it; -1 when
+        Redis cannot answer (a client that left then counts as gone, as without a key)."""
+        key = self.keys.originators(stream_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, delta)
+                pipe.expire(key, max(60, int(self.engine.settings.limits.stream_retention_s)))
+                count, _ = await pipe.execute()
+        except UNAVAILABLE:
+            self._error("originators")
+            return -1
+        return int(count)
+
     def count_reader(self, stream_id: str, delta: int) -> None:
         self.spawn(self._count_reader(stream_id, delta))
 
@@ -421,8 +505,6 @@ class Gateway:
             last = await self.redis.xrevrange(self.keys.events(stream_id), count=1)
         except UNAVAILABLE:
             raise self._unavailable("status") from None
-        from ..protocol import decode_event
-
         event = decode_event(last[0][1][b"e"]) if last else None
         if isinstance(event, Done | Error):
             if isinstance(event, Done):

@@ -36,6 +36,11 @@ class Keys:
         """How many readers follow the turn, across gateways (``on_disconnect: continue``)."""
         return f"{self.prefix}:{{{stream_id}}}:readers"
 
+    def originators(self, stream_id: str) -> str:
+        """Retries by Idempotency-Key reading the turn, less originators that left (absent: 0,
+        the first client alone). Below 0, the client is gone: ``on_disconnect`` applies."""
+        return f"{self.prefix}:{{{stream_id}}}:originators"
+
     def idempotency(self, tenant: str | None, key: str) -> str:
         return f"{self.prefix}:idem:{tenant or '-'}:{key}"
 

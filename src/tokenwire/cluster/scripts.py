@@ -124,3 +124,12 @@ if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
+
+REKEY = """
+-- KEYS: an Idempotency-Key's entry. ARGV: the value it must still hold, the new one, ttl (s).
+-- Points the key at a fresh turn, unless a racing retry did first.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+"""Returns 1 (the key names the new turn) or 0 (it changed meanwhile: read it again)."""

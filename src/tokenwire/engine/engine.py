@@ -459,7 +459,7 @@ class Engine:
                 raise RequestError("invalid_request", validation_message(exc)) from None
         if self.gateway is not None:
             return await self.gateway.submit(
-                request, tenant=tenant, idempotency_key=idempotency_key
+                request, tenant=tenant, idempotency_key=idempotency_key, seen_seq=seen_seq
             )
         if idempotency_key is None:
             turn = await self._start(request, tenant, received_at=received_at)

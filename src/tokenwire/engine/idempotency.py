@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..bus import EventLog, ResumeUnavailable, UnknownStream
-from ..protocol import Done, Reason
+from ..protocol import Done, Event, Reason
 
 if TYPE_CHECKING:
     from .turn import Turn
@@ -90,4 +91,10 @@ def restarts(turn: Turn, log: EventLog, seen_seq: int) -> bool:
         seen = log.follower(turn.stream_id, 0).take()
     except (ResumeUnavailable, UnknownStream):
         return False  # what it saw is no longer known: resume (which says so) rather than guess
-    return not any(e.type in _VISIBLE_TYPES for e in seen if e.seq <= seen_seq)
+    return not holds_visible(seen, seen_seq)
+
+
+def holds_visible(events: Iterable[Event], seen_seq: int) -> bool:
+    """True when the events through ``seen_seq`` show something of an answer (a client holding
+    them must not be given another one). The scale-out gateway applies the same rule."""
+    return any(e.type in _VISIBLE_TYPES for e in events if e.seq <= seen_seq)
