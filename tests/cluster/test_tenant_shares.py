@@ -109,3 +109,22 @@ async def test_a_turn_lost_without_its_terminal_does_not_hold_a_slot(cluster: Cl
             assert held == {admitted.json()["stream_id"]}
     finally:
         await store.aclose()
+
+
+async def test_workers_sweep_the_shares_of_tenants_that_do_not_come_back(
+    cluster: Cluster,
+) -> None:
+    """An orphan in the share of a tenant that sends nothing more is removed all the same (a
+    worker's sweep, once a lease), and the tenant is no longer listed for the sweep."""
+    with_tenants(cluster, "acme")
+    store = aioredis.from_url(cluster.redis.url)
+    try:
+        await store.sadd("tw:tenant:acme:turns", "st_lost")
+        await store.sadd("tw:tenants", "acme")
+        async with asyncio.timeout(GUARD_S):
+            await cluster.worker("worker-1")
+            # No event crosses the processes: watch Redis until the sweep has run.
+            while await store.exists("tw:tenant:acme:turns", "tw:tenants"):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await store.aclose()
