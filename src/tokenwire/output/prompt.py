@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from .example import example_values
 from .validate import SchemaIssue
 
 Role = Literal["system", "user", "assistant"]
@@ -42,12 +44,74 @@ def extraction_messages(
     return [("system", _SYSTEM), ("user", "\n".join(parts))]
 
 
-def extraction_prompt(user_message: str, answer_text: str | None, schema: dict[str, Any]) -> str:
-    """The same request as one completion-style prompt, for base models; it ends with ``JSON:``."""
+@dataclass(frozen=True, slots=True)
+class PromptShape:
+    """What the completion-style extraction prompt shows a base model besides the text.
+
+    Measured on Gemma 3 270M against a labelled set (bench/extraction_accuracy.py, in
+    docs/PERFORMANCE.md): :data:`DEFAULT_SHAPE` is the best of the shapes compared there.
+    """
+
+    examples: int = 0
+    """How many example objects built from the schema to show (its enum values, field names;
+    see :func:`~tokenwire.output.example.example_values`)."""
+    quoted: bool = False
+    """Quote the text as a JSON string (escaped), so where it ends is unambiguous."""
+    descriptions: bool = False
+    """List the fields with their allowed values and their schema ``description``."""
+
+
+PLAIN = PromptShape()
+"""The prompt as it was before the comparison: the text, the field names, ``JSON:``."""
+
+DEFAULT_SHAPE = PLAIN
+
+
+def extraction_prompt(
+    user_message: str,
+    answer_text: str | None,
+    schema: dict[str, Any],
+    shape: PromptShape = DEFAULT_SHAPE,
+) -> str:
+    """The same request as one completion-style prompt, for base models; it ends with ``JSON:``.
+
+    The lines, each only with its ``shape`` flag: the fields and their allowed values, the
+    example objects, then the text (quoted), the instruction and the cue.
+    """
     source = user_message if answer_text is None else f"{user_message}\n{answer_text}"
     fields = ", ".join(schema.get("properties", {}))
     what = f"the fields {fields}" if fields else "the data"
-    return f"Text: {source}\nExtract {what} as JSON.\nJSON: "
+    lines: list[str] = []
+    if shape.descriptions:
+        lines += _field_lines(schema)
+    if shape.examples:
+        lines += [f"Example JSON: {_json(v)}" for v in example_values(schema, shape.examples)]
+    text = json.dumps(source, ensure_ascii=False) if shape.quoted else source
+    lines += [f"Text: {text}", f"Extract {what} as JSON."]
+    return "\n".join(lines) + "\nJSON: "
+
+
+def _field_lines(schema: dict[str, Any]) -> list[str]:
+    """One line per property: its name, its allowed values or type, its description."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        return []
+    lines = ["Fields:"]
+    for name, sub in properties.items():
+        sub = sub if isinstance(sub, dict) else {}
+        if isinstance(sub.get("enum"), list):
+            kind = "one of " + ", ".join(_json(v) for v in sub["enum"])
+        elif isinstance(sub.get("type"), str):
+            kind = "a " + sub["type"] if sub["type"] != "array" else "a list"
+        else:
+            kind = "any value"
+        about = " ".join(str(sub.get("description", "")).split()).rstrip(".")
+        lines.append(f"- {name}: {kind}" + (f". {about}." if about else "."))
+    return lines
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def reask_messages(
