@@ -58,6 +58,39 @@ async def test_a_finished_stream_replays_from_any_point(live: Live) -> None:
     assert replay == original[2:]
 
 
+async def test_a_reconnect_at_the_terminal_id_is_204_so_eventsource_stops(live: Live) -> None:
+    async with live.client.stream("POST", "/v1/streams", json={"prompt": "x"}) as response:
+        stream_id = response.headers["x-tokenwire-stream-id"]
+        original = await read_sse(response)
+    terminal = str(original[-1].seq)
+    for cursor in ({"headers": {"Last-Event-ID": terminal}}, {"params": {"after": terminal}}):
+        again = await live.client.get(f"/v1/streams/{stream_id}/events", **cursor)  # type: ignore[arg-type]
+        assert again.status_code == 204 and again.content == b""
+    before = await live.client.get(
+        f"/v1/streams/{stream_id}/events", headers={"Last-Event-ID": str(int(terminal) - 1)}
+    )
+    assert before.status_code == 200 and b"event: done" in before.content
+
+
+async def test_every_sse_stream_starts_with_its_retry_field(live: Live) -> None:
+    async with live.client.stream("POST", "/v1/streams", json={"prompt": "x"}) as response:
+        body = await response.aread()
+    assert body.startswith(b"retry: 2000\n\n")
+    messages = SSEDecoder().feed(body)
+    assert messages[0].retry == 2000 and messages[0].event == "start"
+
+
+async def test_the_terminal_error_is_named_turn_error_over_sse(live: Live) -> None:
+    script = {"tokens": ["a"], "fault": {"kind": "fail", "at": 0, "retryable": False}}
+    async with live.client.stream(
+        "POST", "/v1/streams", json={"prompt": "x", "script": script}
+    ) as response:
+        messages = SSEDecoder().feed(await response.aread())
+    names = [m.event for m in messages]
+    assert names[-1] == "turn.error" and "error" not in names
+    assert orjson.loads(messages[-1].data)["type"] == "error"  # the JSON keeps its type
+
+
 async def test_viewers_join_and_leaving_never_cancels(live: Live) -> None:
     body = {"prompt": "x", "script": {"tokens": ["a", "b"], "fault": {"kind": "hang", "at": 1}}}
     async with live.client.stream("POST", "/v1/streams", json=body) as owner:
