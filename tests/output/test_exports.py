@@ -14,14 +14,18 @@ def test_all_is_sorted_and_pinned() -> None:
     assert names == sorted(names, key=isort_style)
     assert all(hasattr(tokenwire.output, name) for name in names)
     assert names == [
+        "CLOSED",
         "DEFAULT_END",
         "DEFAULT_START",
+        "HIDDEN",
         "UNCHANGED",
         "ExtractionSpec",
         "InlineOutput",
         "InlineSplitter",
+        "OpenTail",
         "ParseOutcome",
         "PartialJSON",
+        "PrefixValidator",
         "ResolvedSchema",
         "SchemaIssue",
         "SchemaRegistry",
@@ -35,5 +39,6 @@ def test_all_is_sorted_and_pinned() -> None:
         "loads",
         "parse_and_repair",
         "reask_messages",
+        "valid_prefix",
         "validate",
     ]

@@ -14,6 +14,13 @@ What a caller may rely on about the values:
   could still become ``123``, so it is held back until a delimiter follows).
 - After the value closes, :attr:`PartialJSON.complete` is true and the last value returned is
   the whole parsed value. Validating it is someone else's job: a partial value is a preview.
+
+Given the schema (``PartialJSON(schema)``), every value returned is also a valid prefix: it
+carries only what can still become an object valid under the schema
+(:func:`~tokenwire.output.prefix.valid_prefix`: enum prefixes, string and array bounds, types,
+forbidden keys). A value that strays from the schema is cut where it strays, so a preview can
+lose a part at that moment; for data that stays valid, previews only grow, and the last one is the
+whole value.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any, Final, Literal
 
 import jiter
 
+from .prefix import HIDDEN, OpenTail, PrefixValidator
 from .scan import BracketScanner
+from .schema import ResolvedSchema
 
 
 class _Unchanged(Enum):
@@ -48,7 +57,9 @@ class PartialJSON:
     cost is linear in the value's length per call, which suits structured outputs of a few KB.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schema: ResolvedSchema | None = None) -> None:
+        """``schema``: previews carry only what can still become valid under it (None: all)."""
+        self._prefix = PrefixValidator(schema) if schema is not None else None
         self._text: list[str] = []
         self._start_found = False
         self._scanner = BracketScanner()
@@ -95,9 +106,19 @@ class PartialJSON:
         except ValueError:
             # Malformed so far: keep the last good preview; the final parse reports the error.
             return UNCHANGED
+        if self._prefix is not None:
+            value = self._prefix.prune(value, self._tail())
+            if value is HIDDEN:
+                return UNCHANGED
         # Plain == is enough although 1 == 1.0 == True: values only grow, so two successive
         # previews never differ by the type of an equal-comparing scalar alone.
         if value == self._last:
             return UNCHANGED
         self._last = value
         return value
+
+    def _tail(self) -> OpenTail:
+        scanner = self._scanner
+        if scanner.end is not None:
+            return OpenTail(0)
+        return OpenTail(scanner.depth, string=scanner.in_string and not scanner.in_key)

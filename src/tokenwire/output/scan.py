@@ -18,7 +18,8 @@ class BracketScanner:
     """Follows one JSON value that starts with ``{`` or ``[``; feed it text in any pieces.
 
     After each :meth:`feed` a caller may rely on: :attr:`in_string` (the text so far ends inside
-    a string), :attr:`depth` (open brackets), :attr:`end` (offset just past the closing bracket
+    a string), :attr:`in_key` (that string is an object's key, not a value), :attr:`depth` (open
+    brackets), :attr:`end` (offset just past the closing bracket
     of the top-level value, once it has closed; later text is not scanned), :attr:`mismatch`
     (offset of a closer that does not match its opener; scanning stops there) and
     :attr:`trailing_commas` (offsets of commas followed only by whitespace and a closer).
@@ -32,6 +33,7 @@ class BracketScanner:
         self._last_comma: int | None = None
         self._last_significant = ""
         self.in_string = False
+        self.in_key = False
         self.end: int | None = None
         self.mismatch: int | None = None
         self.trailing_commas: list[int] = []
@@ -65,6 +67,9 @@ class BracketScanner:
                 continue
             if ch == '"':
                 self.in_string = True
+                # In an object, a string after "{" or "," is a key; after ":" it is a value.
+                in_object = bool(self._stack) and self._stack[-1] == "}"
+                self.in_key = in_object and self._last_significant in ("{", ",")
                 self._last_comma = None
             elif ch in _CLOSER_OF:
                 self._stack.append(_CLOSER_OF[ch])
