@@ -30,18 +30,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..config import LocalProviderSettings
+from ..output.bounds import bounded_schema
 from .base import (
     Begin,
     Finish,
@@ -54,6 +54,7 @@ from .base import (
     UsageChunk,
 )
 from .bridge import Bridge
+from .grammar import GrammarEngine, GrammarError, SchemaConstraint
 from .llama_load import load_llama
 from .prefill import prefill
 from .transcript import (
@@ -158,10 +159,6 @@ class TurnRecord:
             return self.tokens_at_cancel is not None
 
 
-_LOOSE_JSON_CHAR = 'char ::= [^"\\\\]'
-_STRICT_JSON_CHAR = 'char ::= [^"\\\\\\x00-\\x1F\\x7F]'
-
-
 class LocalProvider:
     """Runs a GGUF model in-process; see the module docstring for threading and cancel."""
 
@@ -179,7 +176,7 @@ class LocalProvider:
         self._occupancy = 0  # turns submitted and not yet done: the running one + the queue
         self._live: dict[TurnRecord, Bridge[ProviderChunk]] = {}
         self._closed = False
-        self._grammars: dict[str, Any] = {}  # touched only on the worker thread
+        self._grammar_engine: GrammarEngine | None = None  # built and used on the worker thread
         self.turns: deque[TurnRecord] = deque(maxlen=64)
         """The most recent turns, oldest first."""
 
@@ -311,38 +308,23 @@ class LocalProvider:
             return ProviderHealth(False, f"packaged Gemma model unavailable: {exc}")
         return ProviderHealth(True, "packaged Gemma 3 270M available (not loaded)")
 
-    def _grammar(
-        self,
-        schema: Mapping[str, Any],
-        *,
-        prop_order: Sequence[str] = (),
-        leading_space: bool = False,
-    ) -> Any:
-        """The llama.cpp grammar of a JSON Schema, compiled once per distinct schema.
-        ``prop_order``: properties of these names come first, in this order (the others sort
-        by name); ``leading_space``: the JSON may start with a space, for a prompt that ends
-        with a colon."""
-        from llama_cpp import llama_grammar
-
-        key = json.dumps(schema, sort_keys=True)
-        cache_key = f"{key}\n{list(prop_order)}\n{leading_space}"
-        grammar = self._grammars.get(cache_key)
-        if grammar is None:
-            gbnf = llama_grammar.json_schema_to_gbnf(key, prop_order=list(prop_order))
-            # llama-cpp-python's string rule admits raw control characters (a newline inside a
-            # string), which is not JSON; exclude them so the output always parses.
-            gbnf = gbnf.replace(_LOOSE_JSON_CHAR, _STRICT_JSON_CHAR)
-            if leading_space:
-                gbnf = re.sub(r"^root ::= ", "json-value ::= ", gbnf, count=1, flags=re.M)
-                gbnf += '\nroot ::= " "? json-value\n'
-            grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
-            if len(self._grammars) >= 64:
-                self._grammars.pop(next(iter(self._grammars)))
-            self._grammars[cache_key] = grammar
-        return grammar
+    def _constraint(self, schema: Mapping[str, Any], *, max_tokens: int) -> SchemaConstraint:
+        """The token mask of a JSON Schema for one generation of at most ``max_tokens``: the
+        schema bounded for the decoder (:func:`~tokenwire.output.bounds.bounded_schema`), the
+        JSON allowed one leading space (the prompts end with a colon). The grammar engine reads
+        the vocabulary at its first use (~1.6 s). A schema it cannot compile is a bad request."""
+        if self._grammar_engine is None:
+            self._grammar_engine = GrammarEngine(self._llm)
+        try:
+            return self._grammar_engine.constraint(
+                bounded_schema(schema, max_tokens=max_tokens), leading_space=True
+            )
+        except GrammarError as exc:
+            raise ProviderError(str(exc), retryable=False, code="bad_request") from exc
 
     def _unload(self) -> None:
         llm, self._llm, self._model_file = self._llm, None, None
+        self._grammar_engine = None
         if llm is not None:
             llm.close()
 
@@ -378,18 +360,18 @@ class LocalProvider:
             ids = tokenized[text] = llm.tokenize(text.encode(), add_bos=True, special=True)
             return len(ids)
 
-        grammar: Any = None
+        constraint: SchemaConstraint | None = None
         decision: FittedPrompt | None = None
         if request.json_schema is not None:
-            # An extraction call: a plain document prompt, no chat stop sequences (a blank line
-            # may sit inside the JSON), and the schema's grammar so the output always parses.
+            # Constrained output (an extraction call): a plain document prompt, no chat stop
+            # sequences, and the schema's token mask so the output always parses.
             prompt = render_extraction(request.messages)
             prompt_tokens = count_tokens(prompt)
             room = self._settings.n_ctx - prompt_tokens
             if room < 1:
                 raise PromptTooLong(f"the extraction prompt needs {prompt_tokens} tokens")
             fitted = FittedPrompt(prompt, prompt_tokens, min(request.max_tokens, room), 0)
-            grammar = self._grammar(request.json_schema)
+            constraint = self._constraint(request.json_schema, max_tokens=fitted.max_tokens)
             stops = [stop for stop in request.stop if stop]
         else:
             fitted = fit_prompt(
@@ -445,7 +427,7 @@ class LocalProvider:
             temperature=temperature,
             repeat_penalty=self._settings.repeat_penalty,
             stop=stops,
-            grammar=grammar,
+            constraint=constraint,
         )
         if parts is None:  # cancelled during the prompt
             return
@@ -493,8 +475,9 @@ class LocalProvider:
             temperature=temperature,
             # JSON repeats its quotes and braces by design: no penalty for that.
             repeat_penalty=1.0,
-            # The tool's name first: the choice is made there, the arguments follow from it.
-            grammar=self._grammar(schema, prop_order=("tool", "arguments"), leading_space=True),
+            # The schema lists the tool's name first: the choice is made there, the arguments
+            # follow from it.
+            constraint=self._constraint(schema, max_tokens=decision.max_tokens),
         )
         if parts is None:
             return None
@@ -527,12 +510,21 @@ class LocalProvider:
         return {"tool": NO_TOOL}
 
     def _complete(
-        self, turn: TurnRecord, prompt: list[int], **sampling: Any
+        self,
+        turn: TurnRecord,
+        prompt: list[int],
+        *,
+        constraint: SchemaConstraint | None = None,
+        **sampling: Any,
     ) -> Generator[dict[str, Any]] | None:
         """Evaluate ``prompt`` in chunks, stopping between two if ``turn`` is cancelled (None),
         then start llama's streaming completion of it, which finds the prompt evaluated and
-        samples at once; its stopping criterion ends it at the token after a cancel."""
-        from llama_cpp import StoppingCriteriaList
+        samples at once; its stopping criterion ends it at the token after a cancel.
+        ``constraint`` masks every token its grammar does not allow."""
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
+
+        if constraint is not None:
+            sampling["logits_processor"] = LogitsProcessorList([constraint])
 
         evaluated = prefill(
             self._llm,
