@@ -221,7 +221,24 @@ async def peer_closed(sock: socket.socket) -> int:
         stop.set()
 
 
-async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded() -> None:
+SLOW_READER_SCRIPT = {"tokens": ["z" * 65536], "repeat": 400, "delay_ms": 0.2}
+"""26 MB of text: far more than the socket buffers hold."""
+
+SLOW_READER_BODIES = {
+    "/v1/streams": {"prompt": "x", "script": SLOW_READER_SCRIPT},
+    "/v1/chat/completions": {
+        "model": "default",
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+        "tokenwire": {"script": SLOW_READER_SCRIPT},
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(SLOW_READER_BODIES))
+async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded(
+    path: str,
+) -> None:
     config = settings(
         limits={"slow_client_send_timeout_s": 0.3, "slow_client_lag_events": 50},
         coalesce={"window_ms": 0},
@@ -235,17 +252,15 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
             ended.set()
 
         live.engine.hooks.subscribe(on_end, types={"done"})
-        # 26 MB of text: far more than the socket buffers hold.
-        script = {"tokens": ["z" * 65536], "repeat": 400, "delay_ms": 0.2}
-        body = orjson.dumps({"prompt": "x", "script": script})
+        body = orjson.dumps(SLOW_READER_BODIES[path])
         host, port = live.url.removeprefix("http://").split(":")
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         request = (
-            b"POST /v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body))
         ) + body
         await asyncio.get_running_loop().sock_sendall(sock, request)
         # Never read. The server must give up on this reader and end the turn...

@@ -49,7 +49,7 @@ from .openai_translator import (
     opening_event,
     whole,
 )
-from .pacing import SendPacer, wait_disconnect
+from .pacing import SendPacer, drop_connection, wait_disconnect
 from .sse import SSE_HEADERS
 
 logger = logging.getLogger("tokenwire.openai")
@@ -114,11 +114,16 @@ class ChatCompletionResponse(Response):
             gone = listener.done()
             if self._pacer is not None:
                 self._pacer.stop()
-            for task in (writer, listener):
-                task.cancel()
-            for task in (writer, listener):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            slow = self._slow or (self._pacer is not None and self._pacer.slow)
+            if slow and not gone:
+                # As in sse.py: the reader's unsent bytes and socket must go with it.
+                await drop_connection(scope, listener)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
             # A write to a client that left may fail; any other failure is a bug to see.
             if not gone and not writer.cancelled() and writer.exception() is not None:
                 logger.error(
@@ -126,7 +131,7 @@ class ChatCompletionResponse(Response):
                     self.handle.stream_id,
                     exc_info=writer.exception(),
                 )
-            if self._slow or (self._pacer is not None and self._pacer.slow):
+            if slow:
                 self._metrics.slow_client_disconnects.inc()
             # The client that started the turn went away before its end: on_disconnect applies.
             self.handle.detach(originator=self._originator and not self.delivered)
