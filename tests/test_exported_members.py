@@ -68,6 +68,7 @@ def test_top_level_api() -> None:
         "StructuredDone",
         "StructuredError",
         "StructuredPartial",
+        "StructuredReset",
         "Subscription",
         "TextDelta",
         "TextDone",

@@ -72,3 +72,19 @@ def test_encode_with_extra_fields_puts_them_first() -> None:
     assert raw.startswith(b'{"request_id":"r1","type":"text.delta"')
     assert orjson.loads(raw)["delta"] == "x"
     assert event_to_dict(TextDelta(delta="x"))["delta"] == "x"
+
+
+def test_a_structured_reset_round_trips() -> None:
+    from tokenwire.protocol import StructuredReset
+
+    reset = StructuredReset(attempt=2, code="schema_invalid", stream_id="s", seq=2)
+    wire = encode_event(reset)
+    assert wire.startswith(b'{"type":"structured.reset"')
+    assert decode_event(wire) == reset
+    assert event_to_dict(reset) == {
+        "type": "structured.reset",
+        "stream_id": "s",
+        "seq": 2,
+        "attempt": 2,
+        "code": "schema_invalid",
+    }

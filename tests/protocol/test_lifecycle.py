@@ -192,3 +192,22 @@ def test_structured_events_may_follow_text_done() -> None:
     lc.send(StructuredError(code="json_invalid", message="m"))
     lc.send(_done())
     assert lc.closed
+
+
+def test_a_structured_reset_is_system_channel_in_every_open_state() -> None:
+    from tokenwire.protocol import StructuredPartial, StructuredReset
+
+    lc = TurnLifecycle("s")
+    lc.send(_start())
+    lc.send(StructuredPartial(data={"a": "x"}))
+    reset = lc.send(StructuredReset(attempt=2, code="schema_invalid"))
+    assert (reset.seq, reset.stream_id) == (3, "s")
+    assert lc.state is TurnState.ACCEPTED and not lc.visible
+    lc.send(TextDelta(delta="x"))
+    lc.send(StructuredReset(attempt=3, code="json_invalid"))
+    lc.send(TextDone(text="x"))
+    lc.send(StructuredReset(attempt=4, code="json_incomplete"))
+    assert lc.state is TurnState.TEXT_DONE
+    lc.send(_done())
+    with pytest.raises(LocalProtocolError):
+        lc.send(StructuredReset(attempt=5, code="json_invalid"))

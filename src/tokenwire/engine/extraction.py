@@ -37,7 +37,7 @@ from ..output import (
     reask_messages,
     validate,
 )
-from ..protocol import Event, StructuredDone, StructuredError, StructuredPartial
+from ..protocol import Event, StructuredDone, StructuredError, StructuredPartial, StructuredReset
 from ..providers import GenerationRequest, Message, Provider, ProviderError, TextChunk
 from .metrics import EngineMetrics
 from .scheduler import Priority, ProviderScheduler
@@ -87,7 +87,7 @@ class Extractor:
         self._user_message = user_message
         self._splitter = InlineSplitter() if plan.strategy == "inline" else None
         self._inline_json: list[str] = []
-        self._partial = PartialJSON()
+        self._partial = PartialJSON(plan.schema)
         self.attempts = 0
         self.result: dict[str, Any] | None = None
 
@@ -108,7 +108,7 @@ class Extractor:
         if self._splitter is not None:
             self._splitter = InlineSplitter()
             self._inline_json.clear()
-            self._partial = PartialJSON()
+            self._start_over(1, "answer_retried")
 
     def finish_inline(self) -> str:
         """End of the answering stream: the visible text still held back (if any)."""
@@ -148,7 +148,7 @@ class Extractor:
                     reask = reask_messages(text, problem)
                 if self.attempts > self.plan.max_retries:
                     return self._fail(code, problem)
-                self._partial = PartialJSON()
+                self._start_over(self.attempts + 1, code)
                 text = await self._call([*base, *reask])
         except _CallFailed as exc:
             return self._fail("extraction_failed", str(exc))
@@ -211,6 +211,13 @@ class Extractor:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         return "".join(parts)
+
+    def _start_over(self, attempt: int, code: str) -> None:
+        """A new object streams from here: a UI showing partials must drop the old ones. A
+        re-ask always says so; a retried answering call only when it had previewed something."""
+        if attempt > 1 or self._partial.value is not UNCHANGED:
+            self._emit(StructuredReset(attempt=attempt, code=code))
+        self._partial = PartialJSON(self.plan.schema)
 
     def _preview(self, text: str) -> None:
         value = self._partial.feed(text)

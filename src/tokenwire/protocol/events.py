@@ -153,6 +153,25 @@ class StructuredPartial:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StructuredReset:
+    """The structured object starts over: forget every ``structured.partial`` before this one.
+
+    Sent when a re-ask begins (the last attempt's object did not parse or validate), and when
+    the answering call is retried after its inline block had been previewed. The partials that
+    follow are the new attempt's, from an empty object.
+    """
+
+    type: Literal["structured.reset"] = field(default="structured.reset", init=False)
+    stream_id: str = ""
+    seq: int = 0
+    attempt: int
+    """The extraction attempt that starts now (1 when the answering call was retried)."""
+    code: str
+    """Why the object starts over: the failed attempt's code (``schema_invalid``,
+    ``json_invalid``, ``json_incomplete``) or ``answer_retried``; never the model's text."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StructuredDone:
     """The final structured object."""
 
@@ -248,6 +267,7 @@ Event = (
     | ToolCall
     | ToolResult
     | StructuredPartial
+    | StructuredReset
     | StructuredDone
     | StructuredError
     | Usage
@@ -268,6 +288,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCall,
         ToolResult,
         StructuredPartial,
+        StructuredReset,
         StructuredDone,
         StructuredError,
         Usage,

@@ -46,7 +46,7 @@ _CONTENT = {
 }
 """Visible output: once any of these reached the stream, the turn cannot be retried."""
 
-_STRUCTURED = ("structured.partial", "structured.done", "structured.error")
+_STRUCTURED = ("structured.partial", "structured.reset", "structured.done", "structured.error")
 """The system channel's events. Allowed until the terminal event; they never make a turn
 "visible" (a retry of the text call cannot duplicate them), so they never change the state."""
 

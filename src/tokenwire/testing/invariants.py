@@ -20,12 +20,13 @@ from ..protocol import (
     StructuredDone,
     StructuredError,
     StructuredPartial,
+    StructuredReset,
     TextDelta,
     TextDone,
     is_terminal,
 )
 
-_STRUCTURED = (StructuredPartial, StructuredDone, StructuredError)
+_STRUCTURED = (StructuredPartial, StructuredReset, StructuredDone, StructuredError)
 
 
 class TurnInvariantError(AssertionError):

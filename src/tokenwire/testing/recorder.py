@@ -25,6 +25,7 @@ from ..protocol import (
     StructuredDone,
     StructuredError,
     StructuredPartial,
+    StructuredReset,
     TextDelta,
     is_terminal,
 )
@@ -52,7 +53,7 @@ class RecordedTurn:
         return [
             e
             for e in self.events
-            if isinstance(e, StructuredPartial | StructuredDone | StructuredError)
+            if isinstance(e, StructuredPartial | StructuredReset | StructuredDone | StructuredError)
         ]
 
     @property
