@@ -316,6 +316,25 @@ def test_a_structured_object_left_streaming_is_settled_as_an_error() -> None:
     assert part["data"]["error"] == {"code": "json_invalid", "message": "not JSON"}
 
 
+def test_a_structured_reset_empties_the_part_for_the_next_attempt() -> None:
+    from tokenwire.protocol import StructuredReset
+
+    chunks = translate(
+        start(),
+        TextDelta(delta="a"),
+        TextDone(text="a"),
+        StructuredPartial(data={"mood": "hap"}),
+        StructuredReset(attempt=2, code="schema_invalid"),
+        StructuredPartial(data={"mood": "ca"}),
+        StructuredDone(data={"mood": "calm"}),
+        done(),
+    )
+    parts = [c["data"] for c in chunks if c["type"] == "data-structured"]
+    assert parts[1] == {"state": "streaming", "object": None, "attempt": 2}
+    assert [p["object"] for p in parts] == [{"mood": "hap"}, None, {"mood": "ca"}, {"mood": "calm"}]
+    assert all(c["id"] == "structured" for c in chunks if c["type"] == "data-structured")
+
+
 def test_tool_calls_are_dynamic_tool_parts() -> None:
     chunks = translate(
         start(),

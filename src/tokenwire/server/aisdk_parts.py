@@ -11,6 +11,8 @@ assistant message. One turn maps onto it so::
     tool.call           → tool-input-available (a dynamic tool: the client needs no definition)
     tool.result         → tool-output-available | tool-output-error
     structured.partial  → data-structured, id "structured": {"state": "streaming", "object"}
+    structured.reset    → the same part replaced: {"state": "streaming", "object": null,
+                          "attempt"} (a re-ask starts the object over)
     structured.done     → the same part replaced: {"state": "done", "object", "schema", "valid"}
     structured.error    → the same part replaced: {"state": "error", "object": null, "error"}
     done                → source-url | source-document per source; error when the answer is
@@ -46,6 +48,7 @@ from ..protocol import (
     StructuredDone,
     StructuredError,
     StructuredPartial,
+    StructuredReset,
     TextDelta,
     TextDone,
     ToolCall,
@@ -127,6 +130,9 @@ class UIMessageTranslator:
                 return self._tool_result(event)
             case StructuredPartial():
                 return self._structured_part("streaming", {"object": event.data})
+            case StructuredReset():
+                body = {"object": None, "attempt": event.attempt}
+                return self._structured_part("streaming", body)
             case StructuredDone():
                 body = {"object": event.data, "schema": event.schema, "valid": event.valid}
                 return self._structured_part("done", body)
