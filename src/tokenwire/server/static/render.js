@@ -156,7 +156,7 @@ export class TurnView {
     panel.setAttribute("aria-busy", String(structured.state === "partial" || structured.state === "waiting"));
     const status = {
       waiting: "waiting…",
-      partial: "extracting…",
+      partial: structured.attempt > 1 ? `extracting… (attempt ${structured.attempt})` : "extracting…",
       done: structured.valid === false ? "needs review" : "validated",
       error: "failed",
       skipped: structured.status ?? "skipped",

@@ -127,7 +127,12 @@ export class Turn {
         break;
       }
       case "structured.partial":
-        this.structured = { state: "partial", data: event.data };
+        this.structured = { state: "partial", data: event.data, attempt: this.structured?.attempt };
+        view.setInsights(this.structured);
+        break;
+      case "structured.reset":
+        // A re-ask starts the object over: the earlier partials are not part of it.
+        this.structured = { state: "partial", data: null, attempt: event.attempt };
         view.setInsights(this.structured);
         break;
       case "structured.done":
