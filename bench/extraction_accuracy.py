@@ -61,6 +61,10 @@ SHAPES: dict[str, PromptShape] = {
     "descriptions+quoted": PromptShape(descriptions=True, quoted=True),
     "examples+quoted": PromptShape(examples=3, quoted=True),
     "all": PromptShape(examples=3, quoted=True, descriptions=True),
+    "named": PromptShape(named_values=True),
+    "named+quoted": PromptShape(named_values=True, quoted=True),
+    "named+examples": PromptShape(named_values=True, examples=3),
+    "named+descriptions": PromptShape(named_values=True, descriptions=True),
 }
 MAX_TOKENS = 64
 
@@ -149,7 +153,8 @@ def section(results: dict[str, dict[str, Any]], busy: float) -> str:
         f"temperature 0, max_tokens {MAX_TOKENS}), no re-ask. Shapes "
         "(`tokenwire.output.prompt.PromptShape`): *quoted* — the text as a JSON string; "
         "*descriptions* — a line per field with its allowed values and description; "
-        "*examples* — three example objects built from the schema (enum values in turn).",
+        "*examples* — three example objects built from the schema (enum values in turn); "
+        "*named* — the instruction names each enum field's values.",
         "",
         "| shape | sentiment | topic | both | valid | s per extraction (median / max) |",
         "|---|---:|---:|---:|---:|---:|",

@@ -112,7 +112,15 @@ def test_quoted_text_is_one_escaped_json_string() -> None:
 
 def test_field_lines_list_enum_values_and_descriptions() -> None:
     prompt = extraction_prompt("I loved it.", None, LABELLED_SCHEMA, PromptShape(descriptions=True))
-    assert '- sentiment: one of "positive", "negative", "neutral". how the writer feels.' in prompt
+    assert '- sentiment: one of "positive", "negative", "neutral". How the writer feels.' in prompt
     assert '- topic: one of "food", "travel".' in prompt
     assert "- urgent: a boolean." in prompt and "- tags: a list." in prompt
     assert prompt.index("Fields:") < prompt.index("Text: I loved it.")
+
+
+def test_named_values_sit_in_the_instruction() -> None:
+    prompt = extraction_prompt("I loved it.", None, LABELLED_SCHEMA, PromptShape(named_values=True))
+    assert prompt.endswith(
+        "Extract the fields sentiment (positive, negative or neutral), topic (food or travel),"
+        " urgent, tags, score as JSON.\nJSON: "
+    )

@@ -59,6 +59,9 @@ class PromptShape:
     """Quote the text as a JSON string (escaped), so where it ends is unambiguous."""
     descriptions: bool = False
     """List the fields with their allowed values and their schema ``description``."""
+    named_values: bool = False
+    """Name each enum field's allowed values in the instruction itself, next to the cue:
+    ``Extract the fields sentiment (positive, negative or neutral), topic as JSON.``"""
 
 
 PLAIN = PromptShape()
@@ -79,7 +82,11 @@ def extraction_prompt(
     example objects, then the text (quoted), the instruction and the cue.
     """
     source = user_message if answer_text is None else f"{user_message}\n{answer_text}"
-    fields = ", ".join(schema.get("properties", {}))
+    properties = schema.get("properties", {})
+    names = list(properties) if isinstance(properties, dict) else []
+    if shape.named_values:
+        names = [_with_values(name, properties[name]) for name in names]
+    fields = ", ".join(names)
     what = f"the fields {fields}" if fields else "the data"
     lines: list[str] = []
     if shape.descriptions:
@@ -106,8 +113,18 @@ def _field_lines(schema: dict[str, Any]) -> list[str]:
         else:
             kind = "any value"
         about = " ".join(str(sub.get("description", "")).split()).rstrip(".")
+        about = about[:1].upper() + about[1:]
         lines.append(f"- {name}: {kind}" + (f". {about}." if about else "."))
     return lines
+
+
+def _with_values(name: str, schema: Any) -> str:
+    values = schema.get("enum") if isinstance(schema, dict) else None
+    if not isinstance(values, list) or not values:
+        return name
+    words = [v if isinstance(v, str) else _json(v) for v in values]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"{name} ({listed})"
 
 
 def _json(value: Any) -> str:
