@@ -63,6 +63,8 @@ class OpenTail:
 CLOSED: Final = OpenTail(0)
 """The tail of a complete value."""
 
+_MAX_VERDICTS = 4096
+
 # Keywords a scalar is checked against once complete (everything else is structure, handled here).
 _STRUCTURE = frozenset(
     {
@@ -104,6 +106,7 @@ class PrefixValidator:
         self._root = schema.json_schema
         self._derefs: dict[int, Any] = {}
         self._scalar_checks: dict[int, Any] = {}
+        self._verdicts: dict[tuple[int, type, Any], bool] = {}
 
     def prune(self, value: Any, tail: OpenTail = CLOSED) -> Any | Literal[_Hidden.HIDDEN]:
         """See :func:`valid_prefix`."""
@@ -243,7 +246,17 @@ class PrefixValidator:
             check = self._resolved.validator.evolve(schema=own) if own else None
             self._scalar_checks[key] = check
         check = self._scalar_checks[key]
-        return check is None or bool(check.is_valid(value))
+        if check is None:
+            return True
+        # Every feed re-prunes the whole value, so the same complete scalars come back each
+        # time: their verdicts are kept (by type too: True and 1 are different JSON values).
+        verdict_key = (key, type(value), value)
+        verdict = self._verdicts.get(verdict_key)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[verdict_key] = bool(check.is_valid(value))
+        return verdict
 
 
 def _pointer(root: Any, ref: str) -> Any:
