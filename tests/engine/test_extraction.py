@@ -293,3 +293,23 @@ async def test_cancel_during_extraction_stops_it(engine: Engine) -> None:
     assert done.answer == "Hi"
     async with asyncio.timeout(10):
         await scripted(engine).wait_aborted()
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "parallel"])
+async def test_a_call_cut_by_max_tokens_is_asked_once_more_under_tighter_bounds_then_fails(
+    engine: Engine, strategy: str
+) -> None:
+    # A cut is not "invalid JSON" to correct: the same question comes once more with the
+    # decoder's schema bounded tighter, and a second cut ends it with the reason, without
+    # spending the remaining retries.
+    cut = {"tokens": ['{"mood": "calm calm calm'], "finish": "length"}
+    events = await turn(engine, strategy, {"tokens": ["Hi"], "extraction": cut})
+    record = structured(events)
+    assert record["status"] == "error" and record["error"]["code"] == "truncated"
+    assert "max_tokens" in record["error"]["message"] and record["attempts"] == 2
+    calls = [r for r in scripted(engine).requests if r.json_schema is not None]
+    assert [c.messages for c in calls[1:]] == [calls[0].messages]
+    assert calls[0].json_schema == MOOD
+    tighter = calls[1].json_schema
+    assert tighter is not None and tighter["properties"]["mood"]["maxLength"] >= 16
+    assert [e.code for e in events if isinstance(e, StructuredError)] == ["truncated"]

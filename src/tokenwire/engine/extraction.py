@@ -37,8 +37,9 @@ from ..output import (
     reask_messages,
     validate,
 )
+from ..output.bounds import bounded_schema
 from ..protocol import Event, StructuredDone, StructuredError, StructuredPartial, StructuredReset
-from ..providers import GenerationRequest, Message, Provider, ProviderError, TextChunk
+from ..providers import Finish, GenerationRequest, Message, Provider, ProviderError, TextChunk
 from .metrics import EngineMetrics
 from .scheduler import Priority, ProviderScheduler
 
@@ -89,6 +90,8 @@ class Extractor:
         self._inline_json: list[str] = []
         self._partial = PartialJSON(plan.schema)
         self.attempts = 0
+        self._cut = False  # the last extraction call ended at max_tokens
+        self._bounds_scale = 1.0  # < 1 once a cut call was asked again under tighter bounds
         self.result: dict[str, Any] | None = None
 
     # -- inline: the answering call's text passes through here ---------------------------
@@ -143,6 +146,15 @@ class Extractor:
                         return self._finish("ok", data=outcome.data, repaired=outcome.repaired)
                     code, problem = "schema_invalid", "; ".join(str(i) for i in issues)
                     reask = reask_messages(text, issues)
+                elif self._cut:
+                    # Cut by max_tokens: asking again the same way is cut again. Once, the same
+                    # question under tighter bounds for the decoder; then the reason, at once.
+                    if self._bounds_scale < 1 or self.attempts > self.plan.max_retries:
+                        return self._fail("truncated", self._cut_reason())
+                    self._bounds_scale = 0.5
+                    self._start_over(self.attempts + 1, "truncated")
+                    text = await self._call(base)
+                    continue
                 else:
                     code, problem = outcome.status, outcome.message or outcome.status
                     reask = reask_messages(text, problem)
@@ -183,7 +195,7 @@ class Extractor:
             max_tokens=self.plan.max_tokens,
             temperature=0.0,
             stop=(),
-            json_schema=self.plan.schema.json_schema,
+            json_schema=self._decoder_schema(),
             attempt=self.attempts,
         )
         failures: list[str] = []
@@ -202,15 +214,35 @@ class Extractor:
 
     async def _stream(self, provider: Provider, request: GenerationRequest) -> str:
         parts: list[str] = []
+        self._cut = False
         stream = provider.stream(request)
         try:
             async for chunk in stream:
                 if type(chunk) is TextChunk:
                     parts.append(chunk.text)
                     self._preview(chunk.text)
+                elif type(chunk) is Finish:
+                    self._cut = chunk.reason == "length"
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         return "".join(parts)
+
+    def _decoder_schema(self) -> dict[str, Any]:
+        """The schema the extraction call is constrained by: the user's, or after a cut the
+        user's with tighter bounds (which still validates only what the user's accepts)."""
+        schema = self.plan.schema.json_schema
+        if self._bounds_scale == 1:
+            return schema
+        return bounded_schema(schema, max_tokens=self.plan.max_tokens, scale=self._bounds_scale)
+
+    def _cut_reason(self) -> str:
+        return (
+            f"the JSON was cut by max_tokens ({self.plan.max_tokens}), also under tighter "
+            "bounds: bound the schema's strings and arrays (maxLength, maxItems) or raise "
+            "extraction.max_tokens"
+            if self._bounds_scale < 1
+            else f"the JSON was cut by max_tokens ({self.plan.max_tokens})"
+        )
 
     def _start_over(self, attempt: int, code: str) -> None:
         """A new object streams from here: a UI showing partials must drop the old ones. A
