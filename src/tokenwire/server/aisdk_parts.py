@@ -131,8 +131,8 @@ class UIMessageTranslator:
             case StructuredPartial():
                 return self._structured_part("streaming", {"object": event.data})
             case StructuredReset():
-                body = {"object": None, "attempt": event.attempt}
-                return self._structured_part("streaming", body)
+                restart = {"object": None, "attempt": event.attempt}
+                return self._structured_part("streaming", restart)
             case StructuredDone():
                 body = {"object": event.data, "schema": event.schema, "valid": event.valid}
                 return self._structured_part("done", body)
