@@ -11,7 +11,11 @@ still validates the result. The rule (README "Structured output", docs/turns.md)
   already or cannot take one) gets ``maxLength``: the call's character budget
   (``max_tokens`` times :data:`CHARS_PER_TOKEN`, less the bounded strings' own lengths) shared
   evenly by the unbounded strings, each counted as many times as the arrays around it can
-  repeat it; at most :data:`DEFAULT_MAX_LENGTH` (200), at least :data:`MIN_MAX_LENGTH` (16);
+  repeat it; at most :data:`DEFAULT_MAX_LENGTH` (200), or :data:`DEFAULT_ITEM_MAX_LENGTH` (60)
+  for an array's item (a topic, a tag, a name: a label, not a paragraph), at least
+  :data:`MIN_MAX_LENGTH` (16);
+- an array's string item without ``minLength`` gets ``minLength`` 1 (an empty label is the
+  small model's filler);
 - an object that lists its ``properties`` and leaves ``additionalProperties`` open is closed;
 - never below the schema's own ``minItems`` / ``minLength``.
 
@@ -28,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "DEFAULT_ITEM_MAX_LENGTH",
     "DEFAULT_MAX_ITEMS",
     "DEFAULT_MAX_LENGTH",
     "MIN_MAX_LENGTH",
@@ -38,6 +43,8 @@ DEFAULT_MAX_ITEMS = 8
 """``maxItems`` of an array that has none."""
 DEFAULT_MAX_LENGTH = 200
 """The longest ``maxLength`` given to a string that has none."""
+DEFAULT_ITEM_MAX_LENGTH = 60
+"""The longest ``maxLength`` given to an array's string item that has none."""
 MIN_MAX_LENGTH = 16
 """The shortest ``maxLength`` given to a string that has none, however small the budget."""
 CHARS_PER_TOKEN = 3
@@ -59,7 +66,8 @@ def bounded_schema(
     budget = max(max_tokens * CHARS_PER_TOKEN * scale - fixed_chars, 0)
     share = int(budget // slots) if slots else DEFAULT_MAX_LENGTH
     length = max(MIN_MAX_LENGTH, min(share, int(DEFAULT_MAX_LENGTH * scale)))
-    bounded = _bound_strings(with_items, length)
+    item_length = max(MIN_MAX_LENGTH, min(length, int(DEFAULT_ITEM_MAX_LENGTH * scale)))
+    bounded = _bound_strings(with_items, length, item_length)
     assert isinstance(bounded, dict)
     return bounded
 
@@ -128,8 +136,17 @@ def _string_slots(schema: Mapping[str, Any], repeat: int) -> tuple[int, int]:
     return slots, fixed
 
 
-def _bound_strings(schema: Mapping[str, Any], length: int) -> dict[str, Any]:
-    out = _map_subschemas(schema, lambda s: _bound_strings(s, length))
+def _bound_strings(
+    schema: Mapping[str, Any], length: int, item_length: int, *, item: bool = False
+) -> dict[str, Any]:
+    def visit(sub: Mapping[str, Any]) -> dict[str, Any]:
+        is_item = sub is schema.get("items") or sub in schema.get("prefixItems", ())
+        return _bound_strings(sub, length, item_length, item=is_item)
+
+    out = _map_subschemas(schema, visit)
     if _unbounded_string(schema):
-        out["maxLength"] = max(length, int(schema.get("minLength", 0)))
+        floor = int(schema.get("minLength", 0))
+        out["maxLength"] = max(item_length if item else length, floor)
+        if item and "minLength" not in schema:
+            out["minLength"] = 1
     return out
