@@ -99,8 +99,14 @@ class EventStreamResponse(Response):
             (b"x-tokenwire-stream-id", self.handle.stream_id.encode()),
             *self._extra_headers,
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # Counted in before the first await: a retry by Idempotency-Key must be the turn's
+        # originator before the first connection's drop can apply on_disconnect.
         self.handle.attach()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except BaseException:
+            self.handle.detach(originator=self._originator)
+            raise
         pacer = SendPacer(
             self.handle.stream_id,
             heartbeat_s=self._heartbeat_s,
