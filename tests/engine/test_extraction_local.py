@@ -78,3 +78,65 @@ async def test_twenty_varied_prompts_all_validate(engine: Engine) -> None:
         assert record is not None and record["status"] == "ok", (prompt, record)
         assert record["strategy"] == "sequential" and record["valid"]
         validator.validate(record["data"])
+
+
+# The schema of issue 14 as users write it: two string arrays whose strings have no maxLength.
+# Under llama.cpp's grammar the model wrote one string until max_tokens cut the JSON, every
+# attempt; the decoder's bounds (output/bounds.py) make each string and array end.
+NOTES = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "topics": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        "action_items": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+    },
+    "required": ["sentiment", "topics", "action_items"],
+}
+
+NOTES_PROMPTS = [
+    "How do I sleep better?",
+    "My order arrived broken and nobody answers the phone.",
+    "Give me three tips for writing clear emails.",
+    "The invoice charged me twice, please fix it today.",
+    "What should I pack for a weekend hike?",
+    "I love the new update, the app is so much faster!",
+    "How can I prepare for a job interview?",
+    "The server is down and our whole team is blocked.",
+    "What is a good way to learn a new language?",
+    "The food was cold and the waiter was rude.",
+]
+
+
+@pytest.fixture
+async def default_engine() -> AsyncIterator[Engine]:
+    # The configuration's own extraction budget (max_tokens 512): the schema must finish as
+    # users would run it. HUNG_S only stops a hang.
+    settings = Settings(extraction={"timeout_s": HUNG_S}, deadlines=NO_DEADLINES)
+    async with Engine(settings) as eng:
+        yield eng
+
+
+async def test_the_issue_schema_with_unbounded_strings_ends_valid_on_ten_turns(
+    default_engine: Engine,
+) -> None:
+    validator = jsonschema.Draft202012Validator(NOTES)
+    for prompt in NOTES_PROMPTS:
+        body = {
+            "prompt": prompt,
+            "max_tokens": 32,
+            "temperature": 0,
+            "extraction": {"schema": NOTES, "strategy": "sequential"},
+        }
+        async with asyncio.timeout(HUNG_S):
+            events = [e async for e in (await default_engine.submit(body)).events()]
+        done = check_invariants(events)
+        assert isinstance(done, Done), prompt
+        assert [
+            e.type
+            for e in events
+            if e.type.startswith("structured.") and e.type not in ("structured.partial",)
+        ] == ["structured.done"], prompt
+        record = done.structured
+        assert record is not None and record["status"] == "ok", (prompt, record)
+        assert record["attempts"] == 1, (prompt, record)
+        validator.validate(record["data"])
