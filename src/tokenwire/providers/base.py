@@ -78,9 +78,11 @@ class GenerationRequest:
     script: Mapping[str, Any] | None = None
     """Only for the scripted provider: tokens, delays and faults (see ``scripted.Script``)."""
     json_schema: Mapping[str, Any] | None = None
-    """An extraction call: the output must be JSON matching this schema. Providers constrain
-    decoding where they can (llama.cpp's JSON-schema grammar, OpenAI's ``response_format``);
-    the others rely on the prompt, and the caller validates either way."""
+    """Constrained output (an extraction call, or a ``response_format``-style request): the
+    output must be JSON matching this schema. Providers constrain decoding where they can (the
+    local model's llguidance token masks over the schema with decoder bounds added,
+    ``output/bounds.py``; OpenAI's ``response_format``); the others rely on the prompt, and the
+    caller validates either way. A local call cut by ``max_tokens`` finishes ``length``."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tools: tuple[ToolSpec, ...] = ()
     """Tools the model may call in this call (none: it can only answer)."""

@@ -14,9 +14,15 @@ during a long prompt frees the model after at most one chunk; during generation 
 checks it after every sampled token (a stopping criterion), so at most one more token is
 computed; a turn still queued is skipped and never touches the model.
 
+Constrained output: a request with ``json_schema`` (extraction, or any caller wanting JSON) is a
+plain document prompt decoded under llguidance token masks
+(:mod:`~tokenwire.providers.grammar`) over the schema bounded for the decoder
+(:func:`~tokenwire.output.bounds.bounded_schema`), so the output always parses and ends within
+its budget; a schema the engine cannot compile is ``bad_request``.
+
 Tools: a request with ``tools`` first runs a *decision* generation on the same model: the
 transcript with the tools listed, ending in a cue for one line of JSON, constrained by the
-grammar of :func:`~tokenwire.providers.transcript.decision_schema` (a call of one of the tools
+token masks of :func:`~tokenwire.providers.transcript.decision_schema` (a call of one of the tools
 with arguments valid for its schema, or ``{"tool": "none"}`` unless ``tool_choice`` is
 ``required``). A call is streamed as one :class:`ToolCallChunk` and the turn finishes with
 ``tool_calls``; "none" goes on to the ordinary answer, in the same turn (one stream: Begin, then
