@@ -31,6 +31,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "SchemaRegistry",
         "Strategy",
         "answer_hash",
+        "bounded_schema",
         "check_schema",
         "choose_strategy",
         "extraction_messages",

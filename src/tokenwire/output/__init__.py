@@ -7,9 +7,11 @@
 - :mod:`.schema` and :mod:`.validate` resolve and check JSON Schemas;
 - :mod:`.strategy` is the request's ``extraction`` field and the ``auto`` rule;
 - :mod:`.prompt` builds the extraction and re-ask prompts;
-- :mod:`.fingerprint` hashes the answer a result was extracted from.
+- :mod:`.fingerprint` hashes the answer a result was extracted from;
+- :mod:`.bounds` bounds a schema's strings and arrays for a constrained decoder.
 """
 
+from .bounds import bounded_schema
 from .fingerprint import answer_hash
 from .inline import DEFAULT_END, DEFAULT_START, InlineOutput, InlineSplitter, inline_instructions
 from .partial import UNCHANGED, PartialJSON
@@ -38,6 +40,7 @@ __all__ = [
     "SchemaRegistry",
     "Strategy",
     "answer_hash",
+    "bounded_schema",
     "check_schema",
     "choose_strategy",
     "extraction_messages",
