@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import select
+import socket
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -184,3 +187,63 @@ async def test_invalid_utf8_closes_with_1007_and_logs_no_traceback(
         (r.levelname, r.getMessage()) for r in noted
     ]
     assert not [r for r in uvicorn_records if r.exc_info], "a traceback reached the log"
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One client→server text frame (RFC 6455: clients mask), for a socket driven by hand."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    head = bytes([0x81])
+    if len(payload) < 126:
+        head += bytes([0x80 | len(payload)])
+    elif len(payload) < 1 << 16:
+        head += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_socket_that_stops_reading_is_reset_not_left_holding_its_backlog() -> None:
+    """A reader the server gives up on has its connection closed at once: a close frame would
+    wait behind the megabytes it never takes (and their buffers would stay allocated)."""
+    from .test_streams import SLOW_READER_SCRIPT, peer_closed
+
+    config = settings(
+        limits={"slow_client_send_timeout_s": 0.3, "slow_client_lag_events": 50},
+        coalesce={"window_ms": 0},
+    )
+    async with live_server(config) as live:
+        ended = asyncio.Event()
+        live.engine.hooks.subscribe(lambda _event: ended.set(), types={"done"})
+        host, port = live.url.removeprefix("http://").split(":")
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, int(port)))
+        await loop.sock_sendall(
+            sock,
+            b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        handshake = b""
+        async with asyncio.timeout(GUARD_S):
+            while b"\r\n\r\n" not in handshake:
+                handshake += await loop.sock_recv(sock, 1)
+        assert handshake.startswith(b"HTTP/1.1 101")
+        generate = frame("generate", "big", prompt="x", script=SLOW_READER_SCRIPT)
+        await loop.sock_sendall(sock, masked_text_frame(generate))
+        # Never read again. The server gives up on this reader, ends the turn...
+        async with asyncio.timeout(GUARD_S):
+            await ended.wait()
+        # ... and resets the connection instead of queueing a close behind the backlog.
+        async with asyncio.timeout(GUARD_S):
+            events = await peer_closed(sock)
+        assert events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+        sock.close()
+        assert live.engine.metrics.slow_client_disconnects._value.get() == 1  # type: ignore[attr-defined]
+        assert live.provider.aborted == 1  # the turn was stopped, not run to the end

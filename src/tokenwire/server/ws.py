@@ -40,6 +40,7 @@ from ..protocol.ws import (
     encode_request_error,
     parse_client_message,
 )
+from .pacing import ABORT_EXTENSION
 
 logger = logging.getLogger("tokenwire.ws")
 
@@ -239,6 +240,12 @@ class _Session:
                     self.engine.metrics.slow_client_disconnects.inc()
                     self._stop_sending()
                     await self.close_turns()
+                    # A close frame would queue behind the megabytes this reader does not
+                    # take: reset the connection instead, where the server lets us.
+                    abort = self.ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+                    if abort is not None:
+                        abort()
+                        return
                     with contextlib.suppress(Exception):
                         await self.ws.close(code=CLOSE_POLICY_VIOLATION, reason="slow client")
                     return
