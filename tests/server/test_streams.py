@@ -221,6 +221,17 @@ async def peer_closed(sock: socket.socket) -> int:
         stop.set()
 
 
+async def assert_reset(sock: socket.socket) -> None:
+    """The server reset the connection (without this side reading first); closes ``sock``."""
+    async with asyncio.timeout(60):
+        events = await peer_closed(sock)
+    assert events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    with pytest.raises(ConnectionResetError):
+        while sock.recv(1 << 20):
+            pass
+    sock.close()
+
+
 SLOW_READER_SCRIPT = {"tokens": ["z" * 65536], "repeat": 400, "delay_ms": 0.2}
 """26 MB of text: far more than the socket buffers hold."""
 
@@ -268,13 +279,7 @@ async def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_boun
             await ended.wait()
         # ... and close the connection, unsent megabytes and all (a graceful close would wait
         # for this reader to take them, i.e. forever).
-        async with asyncio.timeout(60):
-            events = await peer_closed(sock)
-        assert events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR)
-        with pytest.raises(ConnectionResetError):
-            while sock.recv(1 << 20):
-                pass
-        sock.close()
+        await assert_reset(sock)
         assert ended_with == ["client_gone"]
         assert live.engine.metrics.slow_client_disconnects._value.get() == 1  # type: ignore[attr-defined]
         assert live.provider.aborted == 1  # the turn was stopped, not run to the end
