@@ -232,8 +232,14 @@ async def assert_reset(sock: socket.socket) -> None:
     sock.close()
 
 
-SLOW_READER_SCRIPT = {"tokens": ["z" * 65536], "repeat": 400, "delay_ms": 0.2}
-"""26 MB of text: far more than the socket buffers hold."""
+SLOW_READER_SCRIPT = {
+    "tokens": ["z" * 65536],
+    "repeat": 400,
+    "delay_ms": 0.2,
+    "fault": {"kind": "hang", "at": 400},
+}
+"""26 MB of text, far more than the socket buffers hold, then a hang: only the server giving up
+on the reader ends the turn (it cannot finish first, whatever the machine's speed)."""
 
 SLOW_READER_BODIES = {
     "/v1/streams": {"prompt": "x", "script": SLOW_READER_SCRIPT},
