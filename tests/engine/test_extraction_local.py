@@ -140,3 +140,26 @@ async def test_the_issue_schema_with_unbounded_strings_ends_valid_on_ten_turns(
         assert record is not None and record["status"] == "ok", (prompt, record)
         assert record["attempts"] == 1, (prompt, record)
         validator.validate(record["data"])
+
+
+async def test_a_sequential_extraction_continues_the_answers_evaluated_transcript(
+    engine: Engine,
+) -> None:
+    body = {
+        "prompt": PROMPTS[0],
+        "max_tokens": 24,
+        "temperature": 0,
+        "extraction": {"schema": REVIEW, "strategy": "sequential"},
+    }
+    async with asyncio.timeout(HUNG_S):
+        events = [e async for e in (await engine.submit(body)).events()]
+    done = check_invariants(events)
+    assert isinstance(done, Done) and done.structured is not None
+    assert done.structured["status"] == "ok"
+    local = engine.providers["local"]
+    answered, extracted = list(local.turns)[-2:]  # type: ignore[attr-defined]
+    assert answered.request.json_schema is None and extracted.request.json_schema is not None
+    # The extraction's prompt starts with the answer's (which the model had just evaluated):
+    # llama.cpp's context supplied it, only the tail was evaluated.
+    assert extracted.prompt_reused >= answered.prompt_tokens
+    assert extracted.prompt_tokens - extracted.prompt_reused < answered.prompt_tokens // 2

@@ -426,3 +426,33 @@ async def test_a_stop_during_a_long_prompt_interrupts_its_evaluation(
 
     assert streamed and streamed == (await provider.call(fresh)).lstrip()
     assert_idle(provider)
+
+
+async def test_an_extraction_after_an_answer_reuses_the_answers_evaluated_prefix(
+    provider: LocalProvider,
+) -> None:
+    import json
+
+    question = ask("The delivery was late and the box was broken.", max_tokens=24)
+    chunks = await collect(provider.stream(question))
+    answer = "".join(c.text for c in chunks if isinstance(c, TextChunk))
+    answered = provider.turns[-1]
+    extraction = GenerationRequest(
+        messages=(Message("user", f"Text: {answer}\nExtract the fields as JSON.\nJSON:"),),
+        max_tokens=60,
+        temperature=0.0,
+        json_schema=SENTIMENT,
+        continues=(*question.messages, Message("assistant", answer)),
+    )
+    chunks = await collect(provider.stream(extraction))
+    data = json.loads("".join(c.text for c in chunks if isinstance(c, TextChunk)))
+    assert data["sentiment"] in ("positive", "negative", "neutral")
+    extracted = provider.turns[-1]
+    # The answer's whole prompt was left in the context and matched: only the answer's tail
+    # and the instruction were evaluated, far fewer tokens than the extraction prompt has.
+    assert extracted.prompt_reused >= answered.prompt_tokens
+    assert extracted.prompt_evaluated == extracted.prompt_tokens
+    assert extracted.prompt_tokens - extracted.prompt_reused < answered.prompt_tokens // 2
+    # The usage counts the whole prompt, reused or not.
+    usage = next(c for c in chunks if isinstance(c, UsageChunk))
+    assert usage.input_tokens == extracted.prompt_tokens

@@ -88,6 +88,7 @@ class Extractor:
         self._user_message = user_message
         self._splitter = InlineSplitter() if plan.strategy == "inline" else None
         self._inline_json: list[str] = []
+        self._continues: tuple[Message, ...] = ()
         self._partial = PartialJSON(plan.schema)
         self.attempts = 0
         self._cut = False  # the last extraction call ended at max_tokens
@@ -129,6 +130,9 @@ class Extractor:
         ``answer`` is the canonical answer (None for ``parallel``, which reads the user's
         message alone). Returns the ``done.structured`` record (also kept in ``result``)."""
         base = self._messages(answer)
+        if answer is not None:
+            # The local model continues the answering transcript it still has evaluated.
+            self._continues = (*self._base_request.messages, Message("assistant", answer))
         try:
             if self.plan.strategy == "inline":
                 self.attempts = 1
@@ -196,6 +200,7 @@ class Extractor:
             temperature=0.0,
             stop=(),
             json_schema=self._decoder_schema(),
+            continues=self._continues,
             attempt=self.attempts,
         )
         failures: list[str] = []

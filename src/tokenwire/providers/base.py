@@ -83,6 +83,11 @@ class GenerationRequest:
     local model's llguidance token masks over the schema with decoder bounds added,
     ``output/bounds.py``; OpenAI's ``response_format``); the others rely on the prompt, and the
     caller validates either way. A local call cut by ``max_tokens`` finishes ``length``."""
+    continues: tuple[Message, ...] = ()
+    """The exchange a constrained call reads, when it follows one (sequential extraction): the
+    answering call's messages, then the answer as an assistant message. The local provider
+    then writes its prompt as a continuation of that transcript, so llama.cpp reuses the
+    prefix it evaluated for the answer; other providers read ``messages`` alone."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     tools: tuple[ToolSpec, ...] = ()
     """Tools the model may call in this call (none: it can only answer)."""

@@ -18,7 +18,11 @@ Constrained output: a request with ``json_schema`` (extraction, or any caller wa
 plain document prompt decoded under llguidance token masks
 (:mod:`~tokenwire.providers.grammar`) over the schema bounded for the decoder
 (:func:`~tokenwire.output.bounds.bounded_schema`), so the output always parses and ends within
-its budget; a schema the engine cannot compile is ``bad_request``.
+its budget; a schema the engine cannot compile is ``bad_request``. A call that follows an answer
+(``request.continues``: sequential extraction) continues the answering transcript instead, so
+the prompt prefill finds the answer's tokens still in the context and evaluates only the
+instruction (the extraction runs right after the answer on the one worker thread; a turn in
+between only costs that reuse).
 
 Tools: a request with ``tools`` first runs a *decision* generation on the same model: the
 transcript with the tools listed, ending in a cue for one line of JSON, constrained by the
@@ -69,6 +73,7 @@ from .transcript import (
     PromptTooLong,
     decision_schema,
     fit_prompt,
+    render_continuation,
     render_extraction,
     stop_sequences,
 )
@@ -369,14 +374,10 @@ class LocalProvider:
         constraint: SchemaConstraint | None = None
         decision: FittedPrompt | None = None
         if request.json_schema is not None:
-            # Constrained output (an extraction call): a plain document prompt, no chat stop
-            # sequences, and the schema's token mask so the output always parses.
-            prompt = render_extraction(request.messages)
-            prompt_tokens = count_tokens(prompt)
-            room = self._settings.n_ctx - prompt_tokens
-            if room < 1:
-                raise PromptTooLong(f"the extraction prompt needs {prompt_tokens} tokens")
-            fitted = FittedPrompt(prompt, prompt_tokens, min(request.max_tokens, room), 0)
+            # Constrained output (an extraction call): a document prompt (the answering
+            # transcript continued, when there is one), no chat stop sequences, and the
+            # schema's token mask so the output always parses.
+            fitted = self._fit_extraction(request, count_tokens)
             constraint = self._constraint(request.json_schema, max_tokens=fitted.max_tokens)
             stops = [stop for stop in request.stop if stop]
         else:
@@ -463,6 +464,27 @@ class LocalProvider:
             bridge.put(Finish("length" if reason == "length" else "stop"))
         # Any other ending is no end marker: the consumer sees a truncated stream, as it should.
         bridge.finish()
+
+    def _fit_extraction(
+        self, request: GenerationRequest, count_tokens: Callable[[str], int]
+    ) -> FittedPrompt:
+        """The prompt of a constrained call: after an answer (``request.continues``), the
+        answering transcript continued (:func:`~tokenwire.providers.transcript.
+        render_continuation`), whose prefix is still in the model's context when the call
+        follows the answer; else, or if that does not leave the full budget, the plain
+        document."""
+        assert request.json_schema is not None
+        if request.continues and request.continues[-1].role == "assistant":
+            prompt = render_continuation(request.continues, request.messages, request.json_schema)
+            prompt_tokens = count_tokens(prompt)
+            if prompt_tokens + request.max_tokens <= self._settings.n_ctx:
+                return FittedPrompt(prompt, prompt_tokens, request.max_tokens, 0)
+        prompt = render_extraction(request.messages)
+        prompt_tokens = count_tokens(prompt)
+        room = self._settings.n_ctx - prompt_tokens
+        if room < 1:
+            raise PromptTooLong(f"the extraction prompt needs {prompt_tokens} tokens")
+        return FittedPrompt(prompt, prompt_tokens, min(request.max_tokens, room), 0)
 
     def _decide(
         self, turn: TurnRecord, decision: FittedPrompt, prompt: list[int], temperature: float

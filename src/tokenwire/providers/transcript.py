@@ -303,6 +303,34 @@ def render_extraction(messages: Sequence[Message]) -> str:
     return text
 
 
+def render_continuation(
+    continues: Sequence[Message], messages: Sequence[Message], schema: Mapping[str, Any]
+) -> str:
+    """The prompt of an extraction call that follows an answer (sequential extraction), as a
+    continuation of the answering transcript: the answer's own prompt (:func:`render` of the
+    conversation, so its tokens are those the model just evaluated), the answer, a blank line,
+    one instruction naming the schema's fields, and ``"JSON:"``.
+
+    ``continues`` is the request's: the conversation, then the answer as its last, assistant
+    message. Only the instruction and the cue are new to the model: llama.cpp reuses the rest
+    of its context, so the call evaluates a few dozen tokens instead of the whole document.
+    ``messages`` past the first (a re-ask: the previous output and what was wrong with it)
+    follow the instruction, as in :func:`render_extraction`.
+    """
+    *conversation, answer = continues
+    properties = schema.get("properties")
+    names = ", ".join(properties) if isinstance(properties, Mapping) else ""
+    what = f"the fields {names}" if names else "the data"
+    lines = [
+        f"{render(conversation)} {_one_paragraph(answer.content)}",
+        "",
+        f"Extract {what} of the conversation above as JSON.",
+    ]
+    lines.extend(m.content.strip() for m in messages[1:] if m.content.strip())
+    lines.append("JSON:")
+    return "\n".join(lines)
+
+
 def stop_sequences(extra: Sequence[str] = ()) -> list[str]:
     """:data:`STOP_SEQUENCES` plus the request's own, without duplicates or empty strings."""
     merged: list[str] = []
