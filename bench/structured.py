@@ -7,6 +7,8 @@ saturated background queue.
     .venv/bin/python bench/structured.py            # ~5-8 min; rewrites its section of
                                                     # docs/PERFORMANCE.md
     .venv/bin/python bench/structured.py --no-write
+    .venv/bin/python bench/structured.py --extraction-only   # the three-field extraction
+                                                             # against the answer; prints only
 
 Ratios are measured side by side in one run (interleaved), so they hold on a busy machine;
 absolute times are printed with the machine's load average.
@@ -361,8 +363,28 @@ async def main(write: bool) -> str:
     return section
 
 
+async def extraction_only() -> str:
+    """The three-field schema's extraction against its answer, alone (a quick check of the
+    figure issue 14 sets: extraction at most 1.5x the answer's streaming time)."""
+    async with Engine(Settings(extraction={"timeout_s": 120, "max_tokens": 64})) as engine:
+        await ttft(engine, 2)
+        before = load()
+        row = await extraction_vs_answer(engine, THREE_FIELDS)
+    ratios = ", ".join(f"{r:.2f}x" for r in row["ratios"])
+    median = statistics.median(row["ratios"]) if row["ratios"] else float("nan")
+    return (
+        f"three fields: answer {ms(row['answer'])} ms, extraction {ms(row['extraction'])} ms, "
+        f"extraction / answer median {median:.2f}x ({ratios}), ok {row['ok']}/{len(PROMPTS)}; "
+        f"{before} at the start, {load()} at the end"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--extraction-only", action="store_true")
     args = parser.parse_args()
-    print(asyncio.run(main(write=not args.no_write)))
+    if args.extraction_only:
+        print(asyncio.run(extraction_only()))
+    else:
+        print(asyncio.run(main(write=not args.no_write)))

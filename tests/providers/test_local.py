@@ -456,3 +456,30 @@ async def test_an_extraction_after_an_answer_reuses_the_answers_evaluated_prefix
     # The usage counts the whole prompt, reused or not.
     usage = next(c for c in chunks if isinstance(c, UsageChunk))
     assert usage.input_tokens == extracted.prompt_tokens
+
+
+async def test_the_tokens_a_grammar_forces_are_evaluated_with_the_sampled_one(
+    provider: LocalProvider,
+) -> None:
+    import json
+
+    request = GenerationRequest(
+        messages=(
+            Message("user", "Text: The box was broken.\nExtract the fields as JSON.\nJSON:"),
+        ),
+        max_tokens=60,
+        temperature=0.0,
+        json_schema=SENTIMENT,
+    )
+    chunks = await collect(provider.stream(request))
+    texts = [c.text for c in chunks if isinstance(c, TextChunk)]
+    data = json.loads("".join(texts))
+    assert data["sentiment"] in ("positive", "negative", "neutral")
+    # One step per choice of the model: its first token ('{"' or ' {"') comes with the key
+    # and quotes the schema forces after it, in one chunk (one evaluation), where sampling
+    # every token made each its own chunk.
+    assert '{"sentiment":"' in texts[0]
+    usage = next(c for c in chunks if isinstance(c, UsageChunk))
+    assert usage.output_tokens == provider.turns[-1].tokens
+    assert len(texts) < usage.output_tokens
+    assert chunks[-1] == Finish("stop")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,26 @@ class SchemaConstraint:
         """Why the matcher gave up (a token it did not allow, a resource limit), or None."""
         return str(self._matcher.get_error()) if self._matcher.is_error() else None
 
+    @property
+    def stopped(self) -> bool:
+        """The grammar allows nothing more (the JSON is complete): no token needs sampling."""
+        return bool(self._matcher.is_stopped())
+
+    def advance(self, tokens: Sequence[int]) -> list[int]:
+        """For a caller running its own sampling loop instead of passing this to llama.cpp:
+        consume ``tokens`` (sampled, or given), then return the tokens the grammar forces next
+        (keys, quotes, braces), consumed as well, for the caller to evaluate in one batch
+        without sampling them. A token the grammar refuses leaves the matcher in error
+        (:attr:`error`); :meth:`mask` then allows only end-of-text."""
+        if tokens:
+            self._matcher.consume_tokens([int(t) for t in tokens])
+        if self._matcher.is_error() or self._matcher.is_stopped():
+            return []
+        forced = [int(t) for t in self._matcher.compute_ff_tokens()]
+        if forced:
+            self._matcher.consume_tokens(forced)
+        return forced
+
     def __call__(
         self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
     ) -> npt.NDArray[np.single]:
@@ -78,6 +98,11 @@ class SchemaConstraint:
         for token in input_ids[self._seen :]:
             self._matcher.consume_token(int(token))
         self._seen = len(input_ids)
+        return self.mask(scores)
+
+    def mask(self, scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+        """``scores`` with every token the grammar does not allow next at -inf (the matcher
+        as it stands: fed by :meth:`advance` or by ``__call__``)."""
         if self._matcher.is_error():
             # Nothing sensible is left to allow: end the generation, and let the validation
             # that follows say what is wrong with the output.

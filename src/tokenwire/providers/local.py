@@ -64,6 +64,7 @@ from .base import (
     UsageChunk,
 )
 from .bridge import Bridge
+from .constrained import generate_constrained
 from .grammar import GrammarEngine, GrammarError, SchemaConstraint
 from .llama_load import load_llama
 from .prefill import prefill
@@ -159,6 +160,13 @@ class TurnRecord:
     @property
     def cancelled(self) -> bool:
         return self.tokens_at_cancel is not None
+
+    def on_generated(self, tokens: int) -> bool:
+        """The running phase's generation holds ``tokens`` tokens (the constrained loop's
+        count, forced tokens included); True once the consumer went away."""
+        with self._lock:
+            self.tokens = max(self.tokens, self._phase_start + tokens)
+            return self.tokens_at_cancel is not None
 
     def on_token(self, input_ids: Any, _logits: Any) -> bool:
         # llama.cpp calls this after sampling each token (True stops generation right there),
@@ -548,11 +556,10 @@ class LocalProvider:
         """Evaluate ``prompt`` in chunks, stopping between two if ``turn`` is cancelled (None),
         then start llama's streaming completion of it, which finds the prompt evaluated and
         samples at once; its stopping criterion ends it at the token after a cancel.
-        ``constraint`` masks every token its grammar does not allow."""
-        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
-
-        if constraint is not None:
-            sampling["logits_processor"] = LogitsProcessorList([constraint])
+        ``constraint`` masks every token its grammar does not allow, in the constrained loop
+        (:func:`~tokenwire.providers.constrained.generate_constrained`), which evaluates the
+        tokens the grammar forces in one batch instead of sampling them one by one."""
+        from llama_cpp import StoppingCriteriaList
 
         evaluated = prefill(
             self._llm,
@@ -564,6 +571,16 @@ class LocalProvider:
         if not evaluated:
             turn.prefill_stopped = True
             return None
+        if constraint is not None:
+            return generate_constrained(
+                self._llm,
+                constraint,
+                max_tokens=sampling["max_tokens"],
+                temperature=sampling["temperature"],
+                repeat_penalty=sampling["repeat_penalty"],
+                stop=sampling.get("stop") or (),
+                counted=turn.on_generated,
+            )
         parts: Generator[dict[str, Any]] = self._llm.create_completion(
             prompt,
             stream=True,
