@@ -174,7 +174,10 @@ async def extraction_vs_answer(engine: Engine, schema: dict[str, Any]) -> dict[s
     long the sequential extraction after it (text.done → structured.done)."""
     answer_s: list[float] = []
     extraction_s: list[float] = []
+    evaluated: list[int] = []  # the extraction prompt's tokens evaluated (not reused)
+    prompt_tokens: list[int] = []
     ok = 0
+    local = engine.providers["local"]
     for prompt in PROMPTS:
         body = {
             "prompt": prompt,
@@ -195,8 +198,18 @@ async def extraction_vs_answer(engine: Engine, schema: dict[str, Any]) -> dict[s
                 ok += (event.structured or {}).get("status") == "ok"  # type: ignore[union-attr]
         if first is not None and text_done is not None:
             answer_s.append(text_done - first)
+        extracted = local.turns[-1]  # type: ignore[attr-defined]
+        prompt_tokens.append(extracted.prompt_tokens)
+        evaluated.append(extracted.prompt_tokens - extracted.prompt_reused)
     ratios = [e / a for e, a in zip(extraction_s, answer_s, strict=False) if a > 0]
-    return {"answer": answer_s, "extraction": extraction_s, "ratios": ratios, "ok": ok}
+    return {
+        "answer": answer_s,
+        "extraction": extraction_s,
+        "ratios": ratios,
+        "ok": ok,
+        "evaluated": evaluated,
+        "prompt_tokens": prompt_tokens,
+    }
 
 
 async def labelled_accuracy(engine: Engine) -> str:
@@ -316,19 +329,23 @@ async def main(write: bool) -> str:
         lines.append(f"| {kind} | {rate:.1f} | {rate / free:.0%} |")
     lines += [
         "",
-        "Sequential extraction per schema (llguidance, decoder bounds of output/bounds.py): "
-        "the answer's streaming time (first delta → text.done) against the extraction after "
-        "it (text.done → structured.done), per turn:",
+        "Sequential extraction per schema (llguidance, decoder bounds of output/bounds.py; the "
+        "prompt continues the answering transcript, whose evaluated prefix llama.cpp reuses; "
+        "forced tokens evaluated in one batch): the answer's streaming time (first delta → "
+        "text.done) against the extraction after it (text.done → structured.done), per turn; "
+        "the extraction prompt's tokens evaluated against its length (medians):",
         "",
-        "| schema | answer ms | extraction ms | extraction / answer (median, max) | ok |",
-        "|---|---:|---:|---:|---:|",
+        "| schema | answer ms | extraction ms | extraction / answer (median, max) | "
+        "prompt tokens evaluated / total | ok |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in per_schema.items():
         ratios = row["ratios"]
         spread = f"{statistics.median(ratios):.2f}x, {max(ratios):.2f}x" if ratios else "-"
         lines.append(
             f"| {name} | {ms(row['answer'])} | {ms(row['extraction'])} | {spread} | "
-            f"{row['ok']}/{len(PROMPTS)} |"
+            f"{statistics.median(row['evaluated']):.0f} / "
+            f"{statistics.median(row['prompt_tokens']):.0f} | {row['ok']}/{len(PROMPTS)} |"
         )
     lines += [
         "",
@@ -371,10 +388,14 @@ async def extraction_only() -> str:
         before = load()
         row = await extraction_vs_answer(engine, THREE_FIELDS)
     ratios = ", ".join(f"{r:.2f}x" for r in row["ratios"])
+    evaluated = (
+        f"{statistics.median(row['evaluated']):.0f}/{statistics.median(row['prompt_tokens']):.0f}"
+    )
     median = statistics.median(row["ratios"]) if row["ratios"] else float("nan")
     return (
         f"three fields: answer {ms(row['answer'])} ms, extraction {ms(row['extraction'])} ms, "
-        f"extraction / answer median {median:.2f}x ({ratios}), ok {row['ok']}/{len(PROMPTS)}; "
+        f"extraction / answer median {median:.2f}x ({ratios}), prompt tokens evaluated "
+        f"{evaluated}, ok {row['ok']}/{len(PROMPTS)}; "
         f"{before} at the start, {load()} at the end"
     )
 
