@@ -66,6 +66,8 @@ SHAPES: dict[str, PromptShape] = {
     "named+quoted": PromptShape(named_values=True, quoted=True),
     "named+examples": PromptShape(named_values=True, examples=3),
     "named+descriptions": PromptShape(named_values=True, descriptions=True),
+    "text-last": PromptShape(text_last=True),
+    "text-last+quoted": PromptShape(text_last=True, quoted=True),
 }
 MAX_TOKENS = 64
 
@@ -156,7 +158,8 @@ def section(results: dict[str, dict[str, Any]]) -> str:
         "(`tokenwire.output.prompt.PromptShape`): *quoted* — the text as a JSON string; "
         "*descriptions* — a line per field with its allowed values and description; "
         "*examples* — three example objects built from the schema (enum values in turn); "
-        "*named* — the instruction names each enum field's values.",
+        "*named* — the instruction names each enum field's values; "
+        "*text-last* — the instruction first, the text right before `JSON:`.",
         "",
         "| shape | sentiment | topic | both | valid | s per extraction (median / max) | run |",
         "|---|---:|---:|---:|---:|---:|---|",

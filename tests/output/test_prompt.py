@@ -124,3 +124,12 @@ def test_named_values_sit_in_the_instruction() -> None:
         "Extract the fields sentiment (positive, negative or neutral), topic (food or travel),"
         " urgent, tags, score as JSON.\nJSON: "
     )
+
+
+def test_text_last_puts_the_text_right_before_the_cue() -> None:
+    prompt = extraction_prompt("I loved it.", None, SCHEMA, PromptShape(text_last=True))
+    assert prompt == "Extract the fields city, country as JSON.\nText: I loved it.\nJSON: "
+    quoted = extraction_prompt(
+        "I loved it.", None, SCHEMA, PromptShape(text_last=True, quoted=True)
+    )
+    assert quoted.endswith('\nText: "I loved it."\nJSON: ')

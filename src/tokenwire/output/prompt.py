@@ -62,6 +62,9 @@ class PromptShape:
     named_values: bool = False
     """Name each enum field's allowed values in the instruction itself, next to the cue:
     ``Extract the fields sentiment (positive, negative or neutral), topic as JSON.``"""
+    text_last: bool = False
+    """Put the instruction first and the text last, right before the cue, so the words the
+    model reads just before it writes the JSON are the text's own (recency)."""
 
 
 PLAIN = PromptShape()
@@ -79,7 +82,8 @@ def extraction_prompt(
     """The same request as one completion-style prompt, for base models; it ends with ``JSON:``.
 
     The lines, each only with its ``shape`` flag: the fields and their allowed values, the
-    example objects, then the text (quoted), the instruction and the cue.
+    example objects, then the text (quoted) and the instruction (in this order, or the
+    instruction first with ``text_last``), and the cue.
     """
     source = user_message if answer_text is None else f"{user_message}\n{answer_text}"
     properties = schema.get("properties", {})
@@ -94,7 +98,8 @@ def extraction_prompt(
     if shape.examples:
         lines += [f"Example JSON: {_json(v)}" for v in example_values(schema, shape.examples)]
     text = json.dumps(source, ensure_ascii=False) if shape.quoted else source
-    lines += [f"Text: {text}", f"Extract {what} as JSON."]
+    ask = [f"Text: {text}", f"Extract {what} as JSON."]
+    lines += ask[::-1] if shape.text_last else ask
     return "\n".join(lines) + "\nJSON: "
 
 
