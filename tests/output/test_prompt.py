@@ -35,10 +35,10 @@ def test_completion_prompt_for_base_models() -> None:
     prompt = extraction_prompt("Where is Paris?", "In France.", SCHEMA)
     assert (
         prompt
-        == "Text: Where is Paris?\nIn France.\nExtract the fields city, country as JSON.\nJSON: "
+        == "Extract the fields city, country as JSON.\nText: Where is Paris?\nIn France.\nJSON: "
     )
-    assert extraction_prompt("hi", None, {"type": "array"}).endswith(
-        "Extract the data as JSON.\nJSON: "
+    assert extraction_prompt("hi", None, {"type": "array"}).startswith(
+        "Extract the data as JSON.\n"
     )
 
 
@@ -72,6 +72,7 @@ LABELLED_SCHEMA: dict[str, Any] = {
 def test_plain_shape_is_the_text_the_fields_and_the_cue() -> None:
     plain = extraction_prompt("Where is Paris?", "In France.", SCHEMA, PromptShape())
     assert plain == extraction_prompt("Where is Paris?", "In France.", SCHEMA, PLAIN)
+    assert plain.startswith("Text: Where is Paris?")
     assert "Fields:" not in plain and "Example JSON" not in plain and '"' not in plain
 
 
