@@ -70,6 +70,19 @@ SHAPES: dict[str, PromptShape] = {
     "text-last+quoted": PromptShape(text_last=True, quoted=True),
 }
 MAX_TOKENS = 64
+FINDINGS = (
+    "Before and after: the default was *plain* (the text, then the instruction); it is "
+    "*text-last+quoted* since this comparison (the instruction, then the text as a JSON "
+    "string right before `JSON:`), which raised the topic's accuracy from 42% to 78% "
+    "(69% unquoted). This is the prompt of a `parallel` extraction; a `sequential` one on "
+    "the local model continues the answer's transcript, instruction last, and is not "
+    "measured here. The sentiment stays at chance in every shape: the model writes "
+    "`positive` (the first value of the first field) for nearly every text, `neutral` at "
+    "most once. Listing the allowed values (*descriptions*, *named*) or showing example "
+    "objects (*examples*) made it answer the first value shown for every text (position "
+    "bias). Left to measure: the decoder rather than the prompt, choosing an enum value by "
+    "the model's likelihood of each whole value, calibrated against a content-free text."
+)
 
 
 def labelled(limit: int | None = None) -> list[dict[str, str]]:
@@ -166,12 +179,14 @@ def section(results: dict[str, dict[str, Any]]) -> str:
     ]
     for name, r in results.items():
         mark = " (default)" if name == default else ""
+        # Rows from runs before these were recorded have no max or busy cores: shown as nan.
+        slowest, busy = r.get("seconds_max", float("nan")), r.get("busy", float("nan"))
         lines.append(
             f"| {name}{mark} | {r['sentiment']:.0%} | {r['topic']:.0%} | {r['both']:.0%} | "
-            f"{r['valid']:.0%} | {r['seconds_median']:.1f} / {r['seconds_max']:.1f} | "
-            f"{r.get('run', 'now')}, busy cores {r.get('busy', 0):.1f} |"
+            f"{r['valid']:.0%} | {r['seconds_median']:.1f} / {slowest:.1f} | "
+            f"{r.get('run', 'now')}, busy cores {busy:.1f} |"
         )
-    lines += ["", END]
+    lines += ["", FINDINGS, "", END]
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,7 @@ def test_completion_prompt_for_base_models() -> None:
     prompt = extraction_prompt("Where is Paris?", "In France.", SCHEMA)
     assert (
         prompt
-        == "Extract the fields city, country as JSON.\nText: Where is Paris?\nIn France.\nJSON: "
+        == 'Extract the fields city, country as JSON.\nText: "Where is Paris?\\nIn France."\nJSON: '
     )
     assert extraction_prompt("hi", None, {"type": "array"}).startswith(
         "Extract the data as JSON.\n"

@@ -70,10 +70,10 @@ class PromptShape:
 PLAIN = PromptShape()
 """The prompt as it was before the comparison: the text, the field names, ``JSON:``."""
 
-DEFAULT_SHAPE = PromptShape(text_last=True)
-"""The instruction, then the text, then ``JSON:``: on the labelled set the topic was right far
-more often with the text just before the JSON than after the instruction (docs/PERFORMANCE.md);
-the other shapes did not beat it, and listing values or examples made the model pick the first
+DEFAULT_SHAPE = PromptShape(text_last=True, quoted=True)
+"""The instruction, then the text quoted, then ``JSON:``: on the labelled set the topic was right
+far more often with the text just before the JSON than after the instruction, and a little more
+often quoted (docs/PERFORMANCE.md); listing values or examples made the model pick the first
 value shown."""
 
 
