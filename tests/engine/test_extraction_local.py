@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import jsonschema
 import pytest
 
-from tokenwire import Done, Engine, Settings
+from tokenwire import Done, Engine, Event, Settings
 
 from ..support.model import HUNG_S, NO_DEADLINES
+from ..support.schemas import NOTES
 from .test_turn import check_invariants
 
 pytestmark = pytest.mark.model
@@ -61,38 +63,36 @@ async def engine() -> AsyncIterator[Engine]:
         yield eng
 
 
+async def sequential_turn(
+    engine: Engine, prompt: str, schema: dict[str, Any], max_tokens: int
+) -> tuple[list[Event], Done]:
+    """One turn with a sequential extraction; its events and its (checked) terminal."""
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "extraction": {"schema": schema, "strategy": "sequential"},
+    }
+    async with asyncio.timeout(HUNG_S):
+        events = [e async for e in (await engine.submit(body)).events()]
+    done = check_invariants(events)
+    assert isinstance(done, Done), prompt
+    return events, done
+
+
 async def test_twenty_varied_prompts_all_validate(engine: Engine) -> None:
     validator = jsonschema.Draft202012Validator(REVIEW)
     for prompt in PROMPTS:
-        body = {
-            "prompt": prompt,
-            "max_tokens": 24,
-            "temperature": 0,
-            "extraction": {"schema": REVIEW, "strategy": "sequential"},
-        }
-        async with asyncio.timeout(HUNG_S):
-            events = [e async for e in (await engine.submit(body)).events()]
-        done = check_invariants(events)
-        assert isinstance(done, Done), prompt
+        _, done = await sequential_turn(engine, prompt, REVIEW, max_tokens=24)
         record = done.structured
         assert record is not None and record["status"] == "ok", (prompt, record)
         assert record["strategy"] == "sequential" and record["valid"]
         validator.validate(record["data"])
 
 
-# The schema of issue 14 as users write it: two string arrays whose strings have no maxLength.
-# Under llama.cpp's grammar the model wrote one string until max_tokens cut the JSON, every
-# attempt; the decoder's bounds (output/bounds.py) make each string and array end.
-NOTES = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
-        "topics": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-        "action_items": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    },
-    "required": ["sentiment", "topics", "action_items"],
-}
-
+# The schema of issue 14 as users write it (NOTES): two string arrays whose strings have no
+# maxLength. Under llama.cpp's grammar the model wrote one string until max_tokens cut the JSON,
+# every attempt; the decoder's bounds (output/bounds.py) make each string and array end.
 NOTES_PROMPTS = [
     "How do I sleep better?",
     "My order arrived broken and nobody answers the phone.",
@@ -121,16 +121,7 @@ async def test_the_issue_schema_with_unbounded_strings_ends_valid_on_ten_turns(
 ) -> None:
     validator = jsonschema.Draft202012Validator(NOTES)
     for prompt in NOTES_PROMPTS:
-        body = {
-            "prompt": prompt,
-            "max_tokens": 32,
-            "temperature": 0,
-            "extraction": {"schema": NOTES, "strategy": "sequential"},
-        }
-        async with asyncio.timeout(HUNG_S):
-            events = [e async for e in (await default_engine.submit(body)).events()]
-        done = check_invariants(events)
-        assert isinstance(done, Done), prompt
+        events, done = await sequential_turn(default_engine, prompt, NOTES, max_tokens=32)
         assert [
             e.type
             for e in events
@@ -145,16 +136,8 @@ async def test_the_issue_schema_with_unbounded_strings_ends_valid_on_ten_turns(
 async def test_a_sequential_extraction_continues_the_answers_evaluated_transcript(
     engine: Engine,
 ) -> None:
-    body = {
-        "prompt": PROMPTS[0],
-        "max_tokens": 24,
-        "temperature": 0,
-        "extraction": {"schema": REVIEW, "strategy": "sequential"},
-    }
-    async with asyncio.timeout(HUNG_S):
-        events = [e async for e in (await engine.submit(body)).events()]
-    done = check_invariants(events)
-    assert isinstance(done, Done) and done.structured is not None
+    _, done = await sequential_turn(engine, PROMPTS[0], REVIEW, max_tokens=24)
+    assert done.structured is not None
     assert done.structured["status"] == "ok"
     local = engine.providers["local"]
     answered, extracted = list(local.turns)[-2:]  # type: ignore[attr-defined]

@@ -17,16 +17,8 @@ from tokenwire.output.bounds import (
     bounded_schema,
 )
 
-# The schema of issue 14, as users write it: strings without maxLength.
-NOTES = {
-    "type": "object",
-    "properties": {
-        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
-        "topics": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-        "action_items": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    },
-    "required": ["sentiment", "topics", "action_items"],
-}
+from ..support.schemas import NOTES
+
 NESTED = {
     "type": "object",
     "properties": {
