@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,23 @@ def events_of(stream_id: str, texts: list[str]) -> list[Event]:
     return events
 
 
+async def start_stream(
+    direct: Any, writer: RedisLogWriter, settings: RedisSettings, stream_id: str
+) -> None:
+    """Claim the stream's run as a worker would, and open its log for writing."""
+    keys = Keys(settings.prefix)
+    await direct.register_script(CLAIM)(keys=[keys.run(stream_id)], args=["token"])
+    writer.claim(stream_id, "token")
+    writer.open(stream_id)
+
+
+async def write(writer: RedisLogWriter, stream_id: str, events: list[Event]) -> None:
+    """Append ``events`` and wait until Redis holds them."""
+    for event in events:
+        writer.append(stream_id, event)
+    assert await writer.flushed(stream_id)
+
+
 async def test_a_stream_already_followed_is_caught_up_before_it_answers(
     redis: RedisServer, link: HeldLink
 ) -> None:
@@ -121,20 +139,13 @@ async def test_a_stream_already_followed_is_caught_up_before_it_answers(
     events = events_of(stream_id, ["a", "b"])
     try:
         async with asyncio.timeout(GUARD_S):
-            keys = Keys(settings.prefix)
-            await direct.register_script(CLAIM)(keys=[keys.run(stream_id)], args=["token"])
-            writer.claim(stream_id, "token")
-            writer.open(stream_id)
-            for event in events[:2]:
-                writer.append(stream_id, event)
-            assert await writer.flushed(stream_id)
+            await start_stream(direct, writer, settings, stream_id)
+            await write(writer, stream_id, events[:2])
             await reader.track(stream_id)
             assert reader.head(stream_id) == 2
             # The tail falls behind: what Redis answers it is held on the way.
             link.hold()
-            for event in events[2:]:
-                writer.append(stream_id, event)
-            assert await writer.flushed(stream_id)
+            await write(writer, stream_id, events[2:])
             await reader.track(stream_id)  # what a lookup on gateway B does
             assert reader.head(stream_id) == events[-1].seq
             assert reader.terminal(stream_id) == events[-1]
@@ -163,20 +174,13 @@ async def test_a_lookup_joining_an_earlier_load_is_caught_up_before_it_answers(
     events = events_of(stream_id, ["a", "b"])
     try:
         async with asyncio.timeout(GUARD_S):
-            keys = Keys(settings.prefix)
-            await direct.register_script(CLAIM)(keys=[keys.run(stream_id)], args=["token"])
-            writer.claim(stream_id, "token")
-            writer.open(stream_id)
-            for event in events[:2]:
-                writer.append(stream_id, event)
-            assert await writer.flushed(stream_id)
+            await start_stream(direct, writer, settings, stream_id)
+            await write(writer, stream_id, events[:2])
             await held.ping()  # connected, so the load below is one request on the link
             link.hold()
             first = asyncio.ensure_future(reader.track(stream_id))
             await link.holding.wait()  # Redis answered its XRANGE; the answer waits on the way
-            for event in events[2:]:
-                writer.append(stream_id, event)
-            assert await writer.flushed(stream_id)
+            await write(writer, stream_id, events[2:])
             second = asyncio.ensure_future(reader.track(stream_id))  # joins the first load
             link.release()
             await first
