@@ -295,11 +295,13 @@ async def test_the_clients_of_a_gateway_that_went_away_resume_on_another(
     worker; a gateway leaving is not its client leaving."""
     gateway_a, gateway_b = await cluster.gateway("gateway-a"), await cluster.gateway("gateway-b")
     await cluster.worker("worker-1")
-    tokens = [f"k{i} " for i in range(30)]
+    # ~6 s of turn: far longer than a gateway takes to stop, even on a busy machine (at 1.8 s
+    # a slow SIGTERM once let the turn end on gateway A before it was cut off).
+    tokens = [f"k{i} " for i in range(60)]
     events: list[Event] = []
     async with asyncio.timeout(GUARD_S):
         async with client(gateway_a) as http_a:
-            body = {"prompt": "x", "script": {"tokens": tokens, "delay_ms": 60}}
+            body = {"prompt": "x", "script": {"tokens": tokens, "delay_ms": 100}}
             async with http_a.stream("POST", "/v1/streams", json=body) as response:
                 stream_id = response.headers["x-tokenwire-stream-id"]
                 reader = Reader(response, events)
